@@ -1,0 +1,104 @@
+//! `voltd events list` and `voltd events show`.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+
+use crate::config::Settings;
+use crate::event::StoredEvent;
+use crate::store::EventFilter;
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List stored events, newest first
+    List {
+        /// How many events to show
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only events received at or after this time (RFC 3339, e.g. 2026-11-26T00:00:00Z)
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Only events of this type, e.g. message.received
+        #[arg(long = "type", value_name = "EVENT_TYPE")]
+        event_type: Option<String>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one event as pretty JSON
+    Show {
+        /// The event id (the "id" in voltd's answer to Volt, or from `events list`)
+        id: i64,
+    },
+}
+
+fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e}; use RFC 3339 such as 2026-11-26T08:00:00Z"))
+}
+
+pub async fn execute(command: EventsCommand, settings: Settings) -> anyhow::Result<()> {
+    let store = super::open_store(&settings).await?;
+    let result = match command {
+        EventsCommand::List {
+            limit,
+            since,
+            event_type,
+            json,
+        } => {
+            let filter = EventFilter {
+                limit,
+                since,
+                event_type,
+            };
+            let events = store.list_events(&filter).await?;
+            print_list(&events, json)
+        }
+        EventsCommand::Show { id } => match store.event(id).await? {
+            Some(event) => {
+                println!("{}", serde_json::to_string_pretty(&event.to_json())?);
+                Ok(())
+            }
+            None => Err(anyhow::anyhow!(
+                "no event with id {id}; `voltd events list` shows the stored ids"
+            )),
+        },
+    };
+    store.close().await;
+    result
+}
+
+fn print_list(events: &[StoredEvent], json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        for event in events {
+            writeln!(out, "{}", event.to_json())?;
+        }
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>8}  {:<27}  {:<18}  {:<8}  {:<16}  {:<16}  MESSAGE_ID",
+        "ID", "RECEIVED_AT", "TYPE", "DIR", "FROM", "TO"
+    )?;
+    for event in events {
+        let f = &event.fields;
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        writeln!(
+            out,
+            "{:>8}  {:<27}  {:<18}  {:<8}  {:<16}  {:<16}  {}",
+            event.id,
+            event
+                .received_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            show(&f.event_type),
+            show(&f.direction),
+            show(&f.from),
+            show(&f.to),
+            show(&f.message_id),
+        )?;
+    }
+    Ok(())
+}

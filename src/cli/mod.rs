@@ -1,0 +1,108 @@
+//! Command line: parse, load configuration, run one command, map errors to exit codes.
+
+mod events;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, Settings};
+use crate::store::Store;
+use crate::volt::VoltError;
+
+/// sysexits.h EX_CONFIG: configuration or credential error; systemd units use it with
+/// `RestartPreventExitStatus=` so a bad config is not restarted in a loop.
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "voltd",
+    version,
+    about = "Receive and durably store Volt SMS webhook events"
+)]
+struct Cli {
+    /// Configuration file [default: $VOLTD_CONFIG, ./volt.toml, /etc/voltd/volt.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default)
+    Run,
+    /// Validate the configuration and print it with secrets redacted
+    CheckConfig,
+    /// Apply database migrations and exit
+    Migrate,
+    /// Register server.public_url with Volt now (a voltd must be serving it)
+    Register,
+    /// Inspect stored events
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("voltd: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    let system = actix_web::rt::System::new();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => system.block_on(run::daemon(settings)),
+        Command::CheckConfig => {
+            for warning in settings.warnings() {
+                eprintln!("warning: {warning}");
+            }
+            println!("{settings}");
+            Ok(())
+        }
+        Command::Migrate => system.block_on(async {
+            let store = open_store(&settings).await?;
+            store.close().await;
+            println!("Migrations applied to {}", settings.storage.url);
+            Ok(())
+        }),
+        Command::Register => system.block_on(run::register_once(settings)),
+        Command::Events(command) => system.block_on(events::execute(command, settings)),
+    }
+}
+
+/// Open the store and bring its schema up to date.
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::open(&settings.storage.url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// 78 for configuration and credential errors, 1 for everything else.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    let config_or_credential = error.chain().any(|cause| {
+        cause.is::<ConfigError>()
+            || cause
+                .downcast_ref::<VoltError>()
+                .is_some_and(VoltError::is_credential)
+    });
+    if config_or_credential { EXIT_CONFIG } else { 1 }
+}

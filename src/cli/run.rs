@@ -1,0 +1,61 @@
+//! `voltd run` and `voltd register`.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Settings};
+use crate::startup::{Application, register_and_record};
+use crate::telemetry;
+
+pub async fn daemon(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init(&settings.log.level, settings.log.format);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %settings.source.display(),
+        storage = settings.storage.url,
+        "Starting voltd"
+    );
+    let app = Application::build(settings).await?;
+    let stop = CancellationToken::new();
+    actix_web::rt::spawn(stop_on_signal(stop.clone()));
+    app.run_until_stopped(stop).await
+}
+
+/// First SIGTERM/SIGINT: graceful stop. A second one: exit at once.
+async fn stop_on_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers; stop voltd with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    stop.cancel();
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::warn!("Second signal received; exiting without waiting for in-flight requests");
+    std::process::exit(1);
+}
+
+/// Call `registerWebhook` for `server.public_url`, print the result, record it.
+pub async fn register_once(settings: Settings) -> anyhow::Result<()> {
+    telemetry::init(&settings.log.level, settings.log.format);
+    let token = settings.api.token.clone().ok_or(ConfigError::Value {
+        key: "api.token",
+        message: "voltd register needs a Volt API token; set api.token_file in volt.toml \
+                  (or VOLT_API__TOKEN)"
+            .into(),
+    })?;
+    let store = super::open_store(&settings).await?;
+    let result = register_and_record(&settings, &store, token, |_, _, _| {}).await;
+    store.close().await;
+    let webhook = result?;
+    println!("Registered webhook {} for {}", webhook.id, webhook.url);
+    Ok(())
+}

@@ -1,0 +1,617 @@
+//! Configuration: built-in defaults, then `volt.toml`, then `VOLT_*` environment variables.
+//!
+//! Everything is validated once, right after loading, so the rest of the daemon can rely on
+//! typed, consistent values and never has to fail on configuration later.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Where the configuration file is looked for when `--config` is not given.
+pub const CONFIG_ENV: &str = "VOLTD_CONFIG";
+const DEFAULT_PATHS: [&str; 2] = ["./volt.toml", "/etc/voltd/volt.toml"];
+const ENV_PREFIX: &str = "VOLT";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "no configuration file found (tried {tried}); pass --config PATH, set {CONFIG_ENV}, \
+         or copy the example volt.toml to one of those paths"
+    )]
+    NotFound { tried: String },
+    #[error("configuration file {path} does not exist; check the --config / {CONFIG_ENV} value")]
+    Missing { path: PathBuf },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Value { key: &'static str, message: String },
+}
+
+/// When to call Volt's `registerWebhook` at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegisterMode {
+    /// Register when a token is configured, otherwise only receive.
+    Auto,
+    /// A token is required; without one the daemon refuses to start.
+    Always,
+    /// Never register (the URL is managed in Volt's portal).
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The file/environment shape, before validation. Every section rejects unknown keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    api: RawApi,
+    server: RawServer,
+    storage: RawStorage,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    url: String,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    register: RegisterMode,
+    timeout_secs: u64,
+    register_attempts: u32,
+    retry_initial_ms: u64,
+    retry_max_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    public_url: Option<String>,
+    max_body_bytes: usize,
+    shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: String,
+    queue_capacity: usize,
+    max_batch: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: String,
+    format: LogFormat,
+}
+
+const DEFAULTS: &str = r#"
+[api]
+url = "https://api.respondflow.com/graphql"
+register = "auto"
+timeout_secs = 10
+register_attempts = 10
+retry_initial_ms = 500
+retry_max_secs = 60
+
+[server]
+listen = "127.0.0.1:8080"
+max_body_bytes = 1048576
+shutdown_timeout_secs = 30
+
+[storage]
+url = "sqlite://voltd.db"
+queue_capacity = 8192
+max_batch = 512
+
+[log]
+level = "info"
+format = "text"
+"#;
+
+/// Validated settings. Construct with [`Settings::load`] or [`Settings::from_toml`].
+#[derive(Clone)]
+pub struct Settings {
+    pub source: PathBuf,
+    pub api: ApiSettings,
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone)]
+pub struct ApiSettings {
+    pub url: Url,
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
+    pub register: RegisterMode,
+    pub timeout: Duration,
+    pub register_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub url: String,
+    pub queue_capacity: usize,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl ApiSettings {
+    /// Whether start-up should call `registerWebhook`.
+    pub fn should_register(&self) -> bool {
+        match self.register {
+            RegisterMode::Never => false,
+            RegisterMode::Always => true,
+            RegisterMode::Auto => self.token.is_some(),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The route served: the path of `public_url`.
+    pub fn webhook_path(&self) -> &str {
+        self.public_url.path()
+    }
+}
+
+impl Settings {
+    /// Find the configuration file (explicit path, `$VOLTD_CONFIG`, `./volt.toml`,
+    /// `/etc/voltd/volt.toml`), then load it with the environment on top.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = locate(explicit)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::from_toml(&path, &text, std::env::vars())
+    }
+
+    /// Build settings from TOML text and an explicit environment (testable without touching
+    /// the process environment).
+    pub fn from_toml(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("VOLT_"))
+            .collect();
+        let raw: RawSettings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| invalid(describe_config_error(e)))?;
+        Self::validate(path, raw)
+    }
+
+    fn validate(path: &Path, raw: RawSettings) -> Result<Self, ConfigError> {
+        let api_url = parse_http_url("api.url", &raw.api.url)?;
+        let token = match (raw.api.token, &raw.api.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Value {
+                    key: "api.token",
+                    message: "set either api.token or api.token_file, not both".into(),
+                });
+            }
+            (Some(token), None) => Some(token),
+            (None, Some(file)) => Some(read_token_file(file)?),
+            (None, None) => None,
+        };
+        let token = token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from);
+        if raw.api.register == RegisterMode::Always && token.is_none() {
+            return Err(ConfigError::Value {
+                key: "api.register",
+                message: "is \"always\" but no token is configured; set api.token_file \
+                          (or VOLT_API__TOKEN), or use register = \"auto\""
+                    .into(),
+            });
+        }
+        if raw.api.timeout_secs == 0 {
+            return Err(positive("api.timeout_secs"));
+        }
+        if raw.api.register_attempts == 0 {
+            return Err(positive("api.register_attempts"));
+        }
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| ConfigError::Value {
+            key: "server.listen",
+            message: format!(
+                "{:?} is not a socket address; use IP:PORT such as \"127.0.0.1:8080\" or \"[::]:8080\"",
+                raw.server.listen
+            ),
+        })?;
+        let public_url = raw.server.public_url.ok_or(ConfigError::Value {
+            key: "server.public_url",
+            message: "is required: the URL Volt will POST events to, such as \
+                      \"https://hooks.example.com/volt/<long random string>\""
+                .into(),
+        })?;
+        let public_url = parse_http_url("server.public_url", &public_url)?;
+        if raw.server.max_body_bytes == 0 {
+            return Err(positive("server.max_body_bytes"));
+        }
+        if raw.storage.queue_capacity == 0 {
+            return Err(positive("storage.queue_capacity"));
+        }
+        if raw.storage.max_batch == 0 {
+            return Err(positive("storage.max_batch"));
+        }
+        if !(raw.storage.url.starts_with("sqlite:")) {
+            return Err(ConfigError::Value {
+                key: "storage.url",
+                message: format!(
+                    "{:?} is not supported; use \"sqlite://PATH\", such as \"sqlite:///var/lib/voltd/voltd.db\"",
+                    raw.storage.url
+                ),
+            });
+        }
+        if raw
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return Err(ConfigError::Value {
+                key: "log.level",
+                message: format!(
+                    "{:?} is not a log level; use error, warn, info, debug or trace",
+                    raw.log.level
+                ),
+            });
+        }
+        Ok(Self {
+            source: path.to_path_buf(),
+            api: ApiSettings {
+                url: api_url,
+                token,
+                token_file: raw.api.token_file,
+                register: raw.api.register,
+                timeout: Duration::from_secs(raw.api.timeout_secs),
+                register_attempts: raw.api.register_attempts,
+                retry_initial: Duration::from_millis(raw.api.retry_initial_ms),
+                retry_max: Duration::from_secs(raw.api.retry_max_secs),
+            },
+            server: ServerSettings {
+                listen,
+                public_url,
+                max_body_bytes: raw.server.max_body_bytes,
+                shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_secs),
+            },
+            storage: StorageSettings {
+                url: raw.storage.url,
+                queue_capacity: raw.storage.queue_capacity,
+                max_batch: raw.storage.max_batch,
+            },
+            log: LogSettings {
+                level: raw.log.level,
+                format: raw.log.format,
+            },
+        })
+    }
+
+    /// Advice that does not stop the daemon: `check-config` prints it, `run` logs it.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let url = &self.server.public_url;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if url.scheme() == "http" && !loopback {
+            warnings.push(format!(
+                "server.public_url {url} uses plain http to a non-loopback host: events (and the \
+                 secret path) cross the network unencrypted; put voltd behind a TLS reverse proxy \
+                 and use an https URL"
+            ));
+        }
+        if !has_secret_segment(url.path()) {
+            warnings.push(
+                "server.public_url has no long random path segment; anyone who guesses the path \
+                 can post events. Add one, e.g. /volt/$(openssl rand -hex 16)"
+                    .to_owned(),
+            );
+        }
+        if loopback && self.api.should_register() {
+            warnings.push(format!(
+                "server.public_url {url} points at this machine's loopback address; Volt cannot \
+                 reach it, so registration will fail"
+            ));
+        }
+        warnings
+    }
+}
+
+/// A segment of at least 16 characters mixing letters and digits counts as a secret.
+fn has_secret_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        segment.len() >= 16
+            && segment.chars().any(|c| c.is_ascii_digit())
+            && segment.chars().any(|c| c.is_ascii_alphabetic())
+    })
+}
+
+fn positive(key: &'static str) -> ConfigError {
+    ConfigError::Value {
+        key,
+        message: "must be greater than zero".into(),
+    }
+}
+
+fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(ConfigError::Missing {
+                path: path.to_path_buf(),
+            })
+        };
+    }
+    let mut candidates = Vec::new();
+    if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ConfigError::Missing { path })
+        };
+    }
+    for candidate in DEFAULT_PATHS {
+        let path = PathBuf::from(candidate);
+        if path.is_file() {
+            return Ok(path);
+        }
+        candidates.push(candidate);
+    }
+    Err(ConfigError::NotFound {
+        tried: candidates.join(", "),
+    })
+}
+
+fn read_token_file(path: &Path) -> Result<String, ConfigError> {
+    // systemd's LoadCredential= places files under $CREDENTIALS_DIRECTORY; a relative
+    // token_file is resolved there first so the unit can name just the credential.
+    let resolved = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if path.is_relative() => PathBuf::from(dir).join(path),
+        _ => path.to_path_buf(),
+    };
+    std::fs::read_to_string(&resolved).map_err(|e| ConfigError::Value {
+        key: "api.token_file",
+        message: format!(
+            "cannot read {}: {e}; check the path and that the voltd user may read it",
+            resolved.display()
+        ),
+    })
+}
+
+fn parse_http_url(key: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let bad = |why: &str| ConfigError::Value {
+        key,
+        message: format!("{value:?} {why}; use an absolute http:// or https:// URL"),
+    };
+    let url = Url::parse(value).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad("is not an http(s) URL with a host"));
+    }
+    Ok(url)
+}
+
+/// The config crate names the offending key in its own words; keep them, they are precise.
+fn describe_config_error(e: config::ConfigError) -> String {
+    let text = e.to_string();
+    if text.contains("unknown field") {
+        format!("{text}; remove or correct that key (see the example volt.toml)")
+    } else {
+        text
+    }
+}
+
+/// The effective configuration as TOML, with the token redacted.
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = match &self.api.token {
+            Some(t) if !t.expose_secret().is_empty() => "\"[redacted]\"",
+            _ => "(none)",
+        };
+        writeln!(f, "# from {}", self.source.display())?;
+        writeln!(f, "[api]")?;
+        writeln!(f, "url = {:?}", self.api.url.as_str())?;
+        writeln!(f, "token = {token}")?;
+        if let Some(file) = &self.api.token_file {
+            writeln!(f, "token_file = {:?}", file.display().to_string())?;
+        }
+        writeln!(f, "register = {:?}", mode_name(self.api.register))?;
+        writeln!(f, "timeout_secs = {}", self.api.timeout.as_secs())?;
+        writeln!(f, "register_attempts = {}", self.api.register_attempts)?;
+        writeln!(
+            f,
+            "retry_initial_ms = {}",
+            self.api.retry_initial.as_millis()
+        )?;
+        writeln!(f, "retry_max_secs = {}", self.api.retry_max.as_secs())?;
+        writeln!(f, "\n[server]")?;
+        writeln!(f, "listen = \"{}\"", self.server.listen)?;
+        writeln!(f, "public_url = {:?}", self.server.public_url.as_str())?;
+        writeln!(f, "max_body_bytes = {}", self.server.max_body_bytes)?;
+        writeln!(
+            f,
+            "shutdown_timeout_secs = {}",
+            self.server.shutdown_timeout.as_secs()
+        )?;
+        writeln!(f, "\n[storage]")?;
+        writeln!(f, "url = {:?}", self.storage.url)?;
+        writeln!(f, "queue_capacity = {}", self.storage.queue_capacity)?;
+        writeln!(f, "max_batch = {}", self.storage.max_batch)?;
+        writeln!(f, "\n[log]")?;
+        writeln!(f, "level = {:?}", self.log.level)?;
+        write!(
+            f,
+            "format = {:?}",
+            match self.log.format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+        )
+    }
+}
+
+impl fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("url", &self.url.as_str())
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("register", &self.register)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn mode_name(mode: RegisterMode) -> &'static str {
+    match mode {
+        RegisterMode::Auto => "auto",
+        RegisterMode::Always => "always",
+        RegisterMode::Never => "never",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "[server]\npublic_url = \"https://hooks.example.com/volt/a1b2c3d4e5f6a7b8c9\"\n";
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::from_toml(Path::new("volt.toml"), text, env)
+    }
+
+    #[test]
+    fn defaults_apply_under_a_minimal_file() {
+        let s = load(MINIMAL, &[]).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.api.register, RegisterMode::Auto);
+        assert!(!s.api.should_register());
+        assert_eq!(s.server.webhook_path(), "/volt/a1b2c3d4e5f6a7b8c9");
+        assert_eq!(s.storage.url, "sqlite://voltd.db");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let s = load(
+            MINIMAL,
+            &[
+                ("VOLT_API__TOKEN", "tok-123"),
+                ("VOLT_SERVER__LISTEN", "0.0.0.0:9999"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server.listen.to_string(), "0.0.0.0:9999");
+        assert!(s.api.should_register());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load(&format!("{MINIMAL}colour = \"blue\"\n"), &[])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let err = load("[server]\npublic_url = \n", &[]).err().unwrap();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn always_without_token_is_refused() {
+        let err = load(&format!("{MINIMAL}[api]\nregister = \"always\"\n"), &[])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("api.register"), "{err}");
+    }
+
+    #[test]
+    fn display_redacts_the_token() {
+        let s = load(MINIMAL, &[("VOLT_API__TOKEN", "very-secret-token")]).unwrap();
+        let shown = format!("{s} {:?}", s.api);
+        assert!(!shown.contains("very-secret-token"));
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        for (text, key) in [
+            (
+                "[server]\npublic_url = \"ftp://x/y\"\n",
+                "server.public_url",
+            ),
+            (
+                "[server]\npublic_url = \"/relative\"\n",
+                "server.public_url",
+            ),
+            (
+                &format!("{MINIMAL}listen = \"localhost\"\n") as &str,
+                "server.listen",
+            ),
+            ("[api]\nregister = \"sometimes\"\n", "register"),
+        ] {
+            let err = load(text, &[]).err().unwrap();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn secret_segment_detection() {
+        assert!(has_secret_segment("/volt/9f8e7d6c5b4a39281706"));
+        assert!(!has_secret_segment("/webhook"));
+        assert!(!has_secret_segment("/volt/aaaaaaaaaaaaaaaaaaaa"));
+    }
+}

@@ -1,0 +1,140 @@
+//! The domain type: one webhook delivery from Volt, as received and as stored.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+/// Fields read leniently from a Volt webhook body; all optional because Volt's body format is
+/// only partly documented and a body we cannot read is still stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFields {
+    pub event_type: Option<String>,
+    pub direction: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub message_id: Option<String>,
+    pub text: Option<String>,
+    pub status: Option<String>,
+    pub error_code: Option<String>,
+}
+
+/// An event about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub received_at: DateTime<Utc>,
+    pub content_type: Option<String>,
+    pub remote_addr: Option<String>,
+    pub body: Vec<u8>,
+    pub fields: EventFields,
+}
+
+impl NewEvent {
+    /// The deduplication key: (event type, message id, status or body hash), present only
+    /// when the event carries a message id. Without an id two identical bodies are two
+    /// genuine events (two "Yes" replies), so they must never be merged.
+    pub fn dedup_key(&self) -> Option<String> {
+        let message_id = self.fields.message_id.as_deref()?;
+        let discriminator = match &self.fields.status {
+            Some(status) => format!("status:{status}"),
+            None => format!("sha256:{}", hex::encode(Sha256::digest(&self.body))),
+        };
+        Some(format!(
+            "{}\u{1f}{message_id}\u{1f}{discriminator}",
+            self.fields.event_type.as_deref().unwrap_or("")
+        ))
+    }
+}
+
+/// What storing an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Stored(i64),
+    /// A repeat delivery; the id is that of the row stored the first time.
+    Duplicate(i64),
+}
+
+impl StoreOutcome {
+    pub fn id(self) -> i64 {
+        match self {
+            Self::Stored(id) | Self::Duplicate(id) => id,
+        }
+    }
+
+    pub fn is_duplicate(self) -> bool {
+        matches!(self, Self::Duplicate(_))
+    }
+}
+
+/// An event read back from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub received_at: DateTime<Utc>,
+    pub content_type: Option<String>,
+    pub remote_addr: Option<String>,
+    pub body: Vec<u8>,
+    pub fields: EventFields,
+}
+
+impl StoredEvent {
+    /// The JSON shape of `voltd events list --json` (one line per event) and `events show`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let payload: serde_json::Value =
+            serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "id": self.id,
+            "received_at": self.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "event_type": self.fields.event_type,
+            "direction": self.fields.direction,
+            "from": self.fields.from,
+            "to": self.fields.to,
+            "message_id": self.fields.message_id,
+            "status": self.fields.status,
+            "error_code": self.fields.error_code,
+            "text": self.fields.text,
+            "content_type": self.content_type,
+            "remote_addr": self.remote_addr,
+            "payload": payload,
+            "body": String::from_utf8_lossy(&self.body),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(body: &str, message_id: Option<&str>, status: Option<&str>) -> NewEvent {
+        NewEvent {
+            received_at: Utc::now(),
+            content_type: None,
+            remote_addr: None,
+            body: body.as_bytes().to_vec(),
+            fields: EventFields {
+                event_type: Some("message.sent".into()),
+                message_id: message_id.map(Into::into),
+                status: status.map(Into::into),
+                ..EventFields::default()
+            },
+        }
+    }
+
+    #[test]
+    fn no_message_id_means_no_dedup() {
+        assert_eq!(event("Yes", None, None).dedup_key(), None);
+    }
+
+    #[test]
+    fn status_distinguishes_lifecycle_events_of_one_message() {
+        let sent = event("a", Some("m1"), Some("sent")).dedup_key();
+        let failed = event("a", Some("m1"), Some("failed")).dedup_key();
+        assert_ne!(sent, failed);
+        assert_eq!(sent, event("b", Some("m1"), Some("sent")).dedup_key());
+    }
+
+    #[test]
+    fn without_status_the_body_decides() {
+        let a = event("a", Some("m1"), None).dedup_key();
+        assert_eq!(a, event("a", Some("m1"), None).dedup_key());
+        assert_ne!(a, event("b", Some("m1"), None).dedup_key());
+    }
+}

@@ -1,0 +1,11 @@
+//! voltd: receive Volt (textvolt) webhook events, store each one durably, log it.
+
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod receiver;
+pub mod startup;
+pub mod store;
+pub mod systemd;
+pub mod telemetry;
+pub mod volt;
