@@ -14,6 +14,9 @@ use url::Url;
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const CONFIG_ENV: &str = "VOLTD_CONFIG";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Bounded so the duplicate lookup of a batch stays within SQLite's bind-parameter limit.
+const MAX_BATCH_LIMIT: usize = 10_000;
 const DEFAULT_PATHS: [&str; 2] = ["./volt.toml", "/etc/voltd/volt.toml"];
 const ENV_PREFIX: &str = "VOLT";
 
@@ -58,6 +61,7 @@ struct RawSettings {
     api: RawApi,
     server: RawServer,
     storage: RawStorage,
+    admin: RawAdmin,
     log: RawLog,
 }
 
@@ -89,6 +93,14 @@ struct RawStorage {
     url: String,
     queue_capacity: usize,
     max_batch: usize,
+    retention_days: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    enabled: bool,
+    listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +128,10 @@ shutdown_timeout_secs = 30
 url = "sqlite://voltd.db"
 queue_capacity = 8192
 max_batch = 512
+retention_days = 0
+
+[admin]
+enabled = true
 
 [log]
 level = "info"
@@ -129,6 +145,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub server: ServerSettings,
     pub storage: StorageSettings,
+    pub admin: AdminSettings,
     pub log: LogSettings,
 }
 
@@ -157,6 +174,18 @@ pub struct StorageSettings {
     pub url: String,
     pub queue_capacity: usize,
     pub max_batch: usize,
+    /// Events older than this are deleted; `None` keeps everything.
+    pub retention: Option<Duration>,
+}
+
+/// The admin listener (health and metrics), separate from the public webhook listener.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// `None` when disabled.
+    pub listen: Option<SocketAddr>,
+    /// Whether `listen` was set explicitly: only then is failing to bind it fatal, so that a
+    /// second instance on one machine still receives events without its own admin port.
+    pub explicit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -257,13 +286,7 @@ impl Settings {
         if raw.api.register_attempts == 0 {
             return Err(positive("api.register_attempts"));
         }
-        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| ConfigError::Value {
-            key: "server.listen",
-            message: format!(
-                "{:?} is not a socket address; use IP:PORT such as \"127.0.0.1:8080\" or \"[::]:8080\"",
-                raw.server.listen
-            ),
-        })?;
+        let listen = parse_socket_addr("server.listen", &raw.server.listen)?;
         let public_url = raw.server.public_url.ok_or(ConfigError::Value {
             key: "server.public_url",
             message: "is required: the URL Volt will POST events to, such as \
@@ -277,9 +300,19 @@ impl Settings {
         if raw.storage.queue_capacity == 0 {
             return Err(positive("storage.queue_capacity"));
         }
-        if raw.storage.max_batch == 0 {
-            return Err(positive("storage.max_batch"));
+        if raw.storage.max_batch == 0 || raw.storage.max_batch > MAX_BATCH_LIMIT {
+            return Err(ConfigError::Value {
+                key: "storage.max_batch",
+                message: format!("must be between 1 and {MAX_BATCH_LIMIT}"),
+            });
         }
+        let admin_listen = match (&raw.admin.listen, raw.admin.enabled) {
+            (_, false) => None,
+            (listen, true) => {
+                let text = listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+                Some(parse_socket_addr("admin.listen", text)?)
+            }
+        };
         if !(raw.storage.url.starts_with("sqlite:")) {
             return Err(ConfigError::Value {
                 key: "storage.url",
@@ -325,6 +358,12 @@ impl Settings {
                 url: raw.storage.url,
                 queue_capacity: raw.storage.queue_capacity,
                 max_batch: raw.storage.max_batch,
+                retention: (raw.storage.retention_days > 0)
+                    .then(|| Duration::from_secs(u64::from(raw.storage.retention_days) * 86_400)),
+            },
+            admin: AdminSettings {
+                listen: admin_listen,
+                explicit: raw.admin.listen.is_some(),
             },
             log: LogSettings {
                 level: raw.log.level,
@@ -430,6 +469,15 @@ fn read_token_file(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
+fn parse_socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Value {
+        key,
+        message: format!(
+            "{value:?} is not a socket address; use IP:PORT such as \"127.0.0.1:8080\" or \"[::]:8080\""
+        ),
+    })
+}
+
 fn parse_http_url(key: &'static str, value: &str) -> Result<Url, ConfigError> {
     let bad = |why: &str| ConfigError::Value {
         key,
@@ -488,6 +536,16 @@ impl fmt::Display for Settings {
         writeln!(f, "url = {:?}", self.storage.url)?;
         writeln!(f, "queue_capacity = {}", self.storage.queue_capacity)?;
         writeln!(f, "max_batch = {}", self.storage.max_batch)?;
+        writeln!(
+            f,
+            "retention_days = {}",
+            self.storage.retention.map_or(0, |d| d.as_secs() / 86_400)
+        )?;
+        writeln!(f, "\n[admin]")?;
+        writeln!(f, "enabled = {}", self.admin.listen.is_some())?;
+        if let Some(listen) = self.admin.listen {
+            writeln!(f, "listen = \"{listen}\"")?;
+        }
         writeln!(f, "\n[log]")?;
         writeln!(f, "level = {:?}", self.log.level)?;
         write!(

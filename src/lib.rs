@@ -1,11 +1,15 @@
 //! voltd: receive Volt (textvolt) webhook events, store each one durably, log it.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod metrics;
 pub mod receiver;
+pub mod retention;
 pub mod startup;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod volt;
+pub mod watchdog;

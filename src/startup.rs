@@ -10,18 +10,22 @@ use anyhow::Context;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminState};
 use crate::config::Settings;
+use crate::metrics::{Metrics, RegistrationState};
 use crate::store::{Registration, Store, WriterTask};
 use crate::volt::{RetryPolicy, VoltClient, VoltError, Webhook, register_with_retry};
-use crate::{receiver, systemd};
+use crate::{receiver, retention, systemd, watchdog};
 
-/// A daemon whose store is open and whose listener is bound and serving.
+/// A daemon whose store is open and whose listeners are bound and serving.
 pub struct Application {
     settings: Settings,
     server: Server,
+    admin_server: Option<(Server, SocketAddr)>,
     local_addr: SocketAddr,
     store: Store,
     writer_task: WriterTask,
+    admin_state: AdminState,
 }
 
 impl Application {
@@ -48,13 +52,21 @@ impl Application {
         let (writer, writer_task) = store
             .start_writer(settings.storage.queue_capacity, settings.storage.max_batch)
             .await?;
+        let metrics = Metrics::new();
+        let admin_state = AdminState {
+            store: store.clone(),
+            writer: writer.clone(),
+            metrics: metrics.clone(),
+        };
         let local_addr = listener.local_addr()?;
         let path = settings.server.webhook_path().to_owned();
         let max_body = settings.server.max_body_bytes;
         let writer = web::Data::new(writer);
+        let receiver_metrics = web::Data::from(metrics);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(writer.clone())
+                .app_data(receiver_metrics.clone())
                 .configure(receiver::configure(&path, max_body))
         })
         .listen(listener)
@@ -63,17 +75,25 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
         .run();
+        let admin_server = build_admin(&settings, admin_state.clone())?;
         Ok(Self {
             settings,
             server,
+            admin_server,
             local_addr,
             store,
             writer_task,
+            admin_state,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where health and metrics are served, when the admin listener is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_server.as_ref().map(|(_, addr)| *addr)
     }
 
     pub fn store(&self) -> &Store {
@@ -86,9 +106,11 @@ impl Application {
         let Self {
             settings,
             server,
+            admin_server,
             local_addr,
             store,
             writer_task,
+            admin_state,
         } = self;
         let handle = server.handle();
         let mut serving = actix_web::rt::spawn(server);
@@ -99,18 +121,36 @@ impl Application {
             "Receiving webhook events on http://{local_addr}{}",
             settings.server.webhook_path()
         );
+        let admin = admin_server.map(|(server, addr)| {
+            tracing::info!(listen = %addr, "Serving /healthz, /readyz and /metrics on http://{addr}");
+            (server.handle(), actix_web::rt::spawn(server))
+        });
         for warning in settings.warnings() {
             tracing::warn!("{warning}");
         }
+        let mut background = Vec::new();
+        if let Some(retention) = settings.storage.retention {
+            background.push(actix_web::rt::spawn(retention::run(
+                store.clone(),
+                retention,
+                stop.clone(),
+            )));
+        }
 
+        let metrics = admin_state.metrics.clone();
         let registered = tokio::select! {
-            result = register_if_configured(&settings, &store) => result,
+            result = register_if_configured(&settings, &store, &metrics) => result,
             () = stop.cancelled() => Ok(()),
         };
         let result = match registered {
             Ok(()) if !stop.is_cancelled() => {
                 let stored = store.count_events().await.unwrap_or_default();
                 systemd::ready(&format!("ready: {stored} events stored"));
+                background.push(actix_web::rt::spawn(watchdog::run(
+                    admin_state,
+                    stored,
+                    stop.clone(),
+                )));
                 tokio::select! {
                     () = stop.cancelled() => Ok(()),
                     ended = &mut serving => Err(anyhow::anyhow!(
@@ -123,8 +163,16 @@ impl Application {
 
         tracing::info!("Shutting down: finishing in-flight requests");
         systemd::stopping();
+        stop.cancel();
         handle.stop(true).await;
         let _ = serving.await;
+        if let Some((admin_handle, admin_serving)) = admin {
+            admin_handle.stop(true).await;
+            let _ = admin_serving.await;
+        }
+        for task in background {
+            let _ = task.await;
+        }
         writer_task.shutdown().await;
         store.close().await;
         tracing::info!("Stopped");
@@ -132,10 +180,51 @@ impl Application {
     }
 }
 
+/// Bind the admin listener. A default address that is taken only costs the health and metrics
+/// endpoints (a second instance on one host still receives events); an explicit one is fatal.
+fn build_admin(
+    settings: &Settings,
+    state: AdminState,
+) -> anyhow::Result<Option<(Server, SocketAddr)>> {
+    let Some(listen) = settings.admin.listen else {
+        return Ok(None);
+    };
+    let listener = match TcpListener::bind(listen) {
+        Ok(listener) => listener,
+        Err(e) if !settings.admin.explicit => {
+            tracing::warn!(
+                listen = %listen,
+                error = %e,
+                "Admin listener not started: its default address is taken; set admin.listen \
+                 to a free address (or admin.enabled = false)"
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot listen on {listen} for the admin endpoints; change admin.listen"
+            )));
+        }
+    };
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || App::new().configure(admin::configure(state.clone())))
+        .workers(1)
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(5)
+        .run();
+    Ok(Some((server, addr)))
+}
+
 /// Register `server.public_url` with Volt according to `[api] register`.
-async fn register_if_configured(settings: &Settings, store: &Store) -> anyhow::Result<()> {
+async fn register_if_configured(
+    settings: &Settings,
+    store: &Store,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
     let api = &settings.api;
     let Some(token) = api.token.clone().filter(|_| api.should_register()) else {
+        metrics.set_registration_state(RegistrationState::not_required);
         if api.token.is_none() {
             tracing::warn!(
                 "Not registering with Volt: no API token is configured. Set api.token_file in \
@@ -150,7 +239,8 @@ async fn register_if_configured(settings: &Settings, store: &Store) -> anyhow::R
     let url = settings.server.public_url.as_str();
     tracing::info!(url, "Registering the webhook URL with Volt");
     systemd::status("registering with Volt");
-    register_and_record(settings, store, token, |attempt, error, delay| {
+    let result = register_and_record(settings, store, token, |attempt, error, delay| {
+        metrics.registration_attempt("transient_failure");
         systemd::status(&format!(
             "registering with Volt, attempt {}: {}",
             attempt + 1,
@@ -158,8 +248,18 @@ async fn register_if_configured(settings: &Settings, store: &Store) -> anyhow::R
         ));
         systemd::extend_start_timeout(delay + api.timeout * 2);
     })
-    .await?;
-    Ok(())
+    .await;
+    match &result {
+        Ok(_) => {
+            metrics.registration_attempt("success");
+            metrics.set_registration_state(RegistrationState::registered);
+        }
+        Err(_) => {
+            metrics.registration_attempt("failure");
+            metrics.set_registration_state(RegistrationState::failed);
+        }
+    }
+    result.map(drop)
 }
 
 /// Call `registerWebhook` with retries, log the webhook Volt returned and record it.

@@ -27,3 +27,17 @@ pub fn extend_start_timeout(by: Duration) {
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
+
+/// The watchdog interval systemd expects pings within, when `WatchdogSec=` is set.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+}
+
+pub fn watchdog() {
+    send(&[NotifyState::Watchdog]);
+}
+
+/// Whether systemd (or anything speaking its protocol) listens for notifications.
+pub fn is_supervised() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}

@@ -61,6 +61,24 @@ impl Store {
             .await?)
     }
 
+    /// Delete up to `limit` events received before `cutoff`; returns how many went. Small
+    /// batches keep each write transaction short so ingestion never waits long for the lock.
+    pub async fn delete_events_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM events WHERE id IN \
+             (SELECT id FROM events WHERE received_at < ?1 ORDER BY id LIMIT ?2)",
+        )
+        .bind(format_time(cutoff))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     pub async fn record_registration(&self, registration: &Registration) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO registrations (webhook_id, url, registered_at, created_at, last_updated_at) \

@@ -48,6 +48,11 @@ impl EventWriter {
         outcome.await.unwrap_or(Err(WriteError::Closed))
     }
 
+    /// True once the writer has stopped taking events.
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
     /// Events waiting for a commit.
     pub fn queue_depth(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()

@@ -1,0 +1,73 @@
+//! The admin listener: liveness, readiness and Prometheus metrics, kept off the public
+//! webhook listener so they are never exposed to the internet by the reverse proxy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+
+use crate::metrics::{Metrics, RegistrationState};
+use crate::store::{EventWriter, Store};
+
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Store,
+    pub writer: EventWriter,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn configure(state: AdminState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics));
+    }
+}
+
+/// Alive: the process answers. Deliberately touches nothing else.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready: the store answers and registration is done or not required.
+async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
+    match readiness(&state).await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
+        Err(reason) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "not ready", "reason": reason })),
+    }
+}
+
+/// Whether the daemon can take events and is known to Volt; the reason when not.
+pub async fn readiness(state: &AdminState) -> Result<(), String> {
+    store_health(state).await?;
+    match state.metrics.registration_state() {
+        RegistrationState::registered | RegistrationState::not_required => Ok(()),
+        RegistrationState::pending => Err("registration with Volt in progress".to_owned()),
+        RegistrationState::failed => Err("registration with Volt failed".to_owned()),
+    }
+}
+
+/// Whether events can be stored: the writer runs and the database answers in time.
+pub async fn store_health(state: &AdminState) -> Result<(), String> {
+    if state.writer.is_closed() {
+        return Err("the store writer has stopped".to_owned());
+    }
+    match tokio::time::timeout(STORE_CHECK_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("store unavailable: {e}")),
+        Err(_) => Err(format!(
+            "store did not answer within {} s",
+            STORE_CHECK_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(state.writer.queue_depth()))
+}

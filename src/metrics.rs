@@ -1,0 +1,258 @@
+//! Prometheus metrics. One `Metrics` value is created at start-up and shared (no global
+//! recorder), so tests can run several apps in one process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Event types Volt is known to send. Anything else is counted as `other`, so a sender cannot
+/// create unbounded label values.
+const KNOWN_EVENT_TYPES: [&str; 3] = ["message.sent", "message.finalized", "message.received"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventTypeLabel {
+    event_type: &'static str,
+}
+
+/// Why a request to the webhook listener was refused.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Rejection {
+    size,
+    path,
+    method,
+    signature,
+    backpressure,
+    store,
+    client,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabel {
+    reason: Rejection,
+}
+
+/// Where registration with Volt stands.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RegistrationState {
+    not_required,
+    pending,
+    registered,
+    failed,
+}
+
+impl RegistrationState {
+    const ALL: [Self; 4] = [
+        Self::not_required,
+        Self::pending,
+        Self::registered,
+        Self::failed,
+    ];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: RegistrationState,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabel {
+    version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    events_received: Family<EventTypeLabel, Counter>,
+    duplicates: Counter,
+    rejections: Family<RejectionLabel, Counter>,
+    commit_seconds: Histogram,
+    batch_events: Histogram,
+    queue_depth: Gauge,
+    registration_attempts: Family<OutcomeLabel, Counter>,
+    registration_state: Family<StateLabel, Gauge>,
+    state: AtomicU8,
+    stored_since_start: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("voltd");
+        let events_received = Family::<EventTypeLabel, Counter>::default();
+        registry.register(
+            "events_received",
+            "Events committed to the store (duplicates included), by event type",
+            events_received.clone(),
+        );
+        let duplicates = Counter::default();
+        registry.register(
+            "events_duplicate",
+            "Repeat deliveries answered as duplicates without a new row",
+            duplicates.clone(),
+        );
+        let rejections = Family::<RejectionLabel, Counter>::default();
+        registry.register(
+            "requests_rejected",
+            "Webhook requests refused, by reason (size, path, method, signature, backpressure, store, client)",
+            rejections.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "store_commit_seconds",
+            "Time to commit one batch of events (one fsync)",
+            commit_seconds.clone(),
+        );
+        let batch_events = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "store_batch_events",
+            "Events per committed batch",
+            batch_events.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "store_queue_depth",
+            "Events waiting to be committed",
+            queue_depth.clone(),
+        );
+        let registration_attempts = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "registration_attempts",
+            "Calls to Volt's registerWebhook, by outcome",
+            registration_attempts.clone(),
+        );
+        let registration_state = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "registration_state",
+            "1 for the current registration state",
+            registration_state.clone(),
+        );
+        let build_info = Family::<BuildLabel, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "voltd version", build_info);
+        let metrics = Self {
+            registry,
+            events_received,
+            duplicates,
+            rejections,
+            commit_seconds,
+            batch_events,
+            queue_depth,
+            registration_attempts,
+            registration_state,
+            state: AtomicU8::new(0),
+            stored_since_start: AtomicU64::new(0),
+        };
+        metrics.set_registration_state(RegistrationState::pending);
+        Arc::new(metrics)
+    }
+
+    pub fn event_stored(&self, event_type: Option<&str>, duplicate: bool) {
+        let event_type = event_type
+            .and_then(|t| KNOWN_EVENT_TYPES.iter().find(|known| **known == t))
+            .copied()
+            .unwrap_or("other");
+        self.events_received
+            .get_or_create(&EventTypeLabel { event_type })
+            .inc();
+        if duplicate {
+            self.duplicates.inc();
+        } else {
+            self.stored_since_start.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// New rows written since this process started (duplicates excluded).
+    pub fn stored_since_start(&self) -> u64 {
+        self.stored_since_start.load(Ordering::Relaxed)
+    }
+
+    pub fn rejected(&self, reason: Rejection) {
+        self.rejections
+            .get_or_create(&RejectionLabel { reason })
+            .inc();
+    }
+
+    pub fn batch_committed(&self, events: usize, seconds: f64) {
+        self.batch_events.observe(events as f64);
+        self.commit_seconds.observe(seconds);
+    }
+
+    pub fn registration_attempt(&self, outcome: &'static str) {
+        self.registration_attempts
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    pub fn set_registration_state(&self, current: RegistrationState) {
+        for state in RegistrationState::ALL {
+            self.registration_state
+                .get_or_create(&StateLabel { state })
+                .set(i64::from(state == current));
+        }
+        self.state.store(current as u8, Ordering::Relaxed);
+    }
+
+    pub fn registration_state(&self) -> RegistrationState {
+        RegistrationState::ALL[usize::from(self.state.load(Ordering::Relaxed))]
+    }
+
+    /// The Prometheus text exposition, with the queue depth sampled now.
+    pub fn render(&self, queue_depth: usize) -> String {
+        self.queue_depth
+            .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_bounded_labels() {
+        let metrics = Metrics::new();
+        metrics.event_stored(Some("message.received"), false);
+        metrics.event_stored(Some("attacker.invented"), true);
+        metrics.rejected(Rejection::size);
+        metrics.set_registration_state(RegistrationState::registered);
+        let text = metrics.render(3);
+        assert!(
+            text.contains(r#"voltd_events_received_total{event_type="message.received"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"voltd_events_received_total{event_type="other"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("attacker"));
+        assert!(text.contains("voltd_events_duplicate_total 1"), "{text}");
+        assert!(
+            text.contains(r#"voltd_requests_rejected_total{reason="size"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"voltd_registration_state{state="registered"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("voltd_store_queue_depth 3"), "{text}");
+        assert_eq!(metrics.registration_state(), RegistrationState::registered);
+    }
+}
