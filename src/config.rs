@@ -85,6 +85,8 @@ struct RawServer {
     public_url: Option<String>,
     max_body_bytes: usize,
     shutdown_timeout_secs: u64,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +169,14 @@ pub struct ServerSettings {
     pub public_url: Url,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS on the public listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +297,17 @@ impl Settings {
             return Err(positive("api.register_attempts"));
         }
         let listen = parse_socket_addr("server.listen", &raw.server.listen)?;
+        let tls = match (raw.server.tls_cert, raw.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Value {
+                    key: "server.tls_cert",
+                    message: "set both server.tls_cert and server.tls_key (PEM files), or neither"
+                        .into(),
+                });
+            }
+        };
         let public_url = raw.server.public_url.ok_or(ConfigError::Value {
             key: "server.public_url",
             message: "is required: the URL Volt will POST events to, such as \
@@ -353,6 +374,7 @@ impl Settings {
                 public_url,
                 max_body_bytes: raw.server.max_body_bytes,
                 shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_secs),
+                tls,
             },
             storage: StorageSettings {
                 url: raw.storage.url,
@@ -532,6 +554,10 @@ impl fmt::Display for Settings {
             "shutdown_timeout_secs = {}",
             self.server.shutdown_timeout.as_secs()
         )?;
+        if let Some(tls) = &self.server.tls {
+            writeln!(f, "tls_cert = {:?}", tls.cert.display().to_string())?;
+            writeln!(f, "tls_key = {:?}", tls.key.display().to_string())?;
+        }
         writeln!(f, "\n[storage]")?;
         writeln!(f, "url = {:?}", self.storage.url)?;
         writeln!(f, "queue_capacity = {}", self.storage.queue_capacity)?;

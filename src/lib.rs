@@ -11,5 +11,6 @@ pub mod startup;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
 pub mod volt;
 pub mod watchdog;

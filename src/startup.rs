@@ -2,6 +2,7 @@
 //! (Volt probes the URL during `registerWebhook`), then tell systemd we are ready.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -14,6 +15,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::metrics::{Metrics, RegistrationState};
 use crate::store::{Registration, Store, WriterTask};
+use crate::tls::ReloadableCert;
 use crate::volt::{RetryPolicy, VoltClient, VoltError, Webhook, register_with_retry};
 use crate::{receiver, retention, systemd, watchdog};
 
@@ -26,6 +28,7 @@ pub struct Application {
     store: Store,
     writer_task: WriterTask,
     admin_state: AdminState,
+    tls: Option<Arc<ReloadableCert>>,
 }
 
 impl Application {
@@ -63,13 +66,20 @@ impl Application {
         let max_body = settings.server.max_body_bytes;
         let writer = web::Data::new(writer);
         let receiver_metrics = web::Data::from(metrics);
+        let tls = match &settings.server.tls {
+            Some(files) => Some(ReloadableCert::load(&files.cert, &files.key)?),
+            None => None,
+        };
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(writer.clone())
                 .app_data(receiver_metrics.clone())
                 .configure(receiver::configure(&path, max_body))
-        })
-        .listen(listener)
+        });
+        let server = match &tls {
+            Some(cert) => server.listen_rustls_0_23(listener, cert.server_config()?),
+            None => server.listen(listener),
+        }
         .with_context(|| format!("cannot serve on {local_addr}"))?
         // Signals are handled in one place (the CLI) so shutdown also stops registration.
         .disable_signals()
@@ -84,6 +94,7 @@ impl Application {
             store,
             writer_task,
             admin_state,
+            tls,
         })
     }
 
@@ -111,6 +122,7 @@ impl Application {
             store,
             writer_task,
             admin_state,
+            tls,
         } = self;
         let handle = server.handle();
         let mut serving = actix_web::rt::spawn(server);
@@ -118,7 +130,8 @@ impl Application {
             listen = %local_addr,
             path = settings.server.webhook_path(),
             public_url = %settings.server.public_url,
-            "Receiving webhook events on http://{local_addr}{}",
+            "Receiving webhook events on {}://{local_addr}{}",
+            if tls.is_some() { "https" } else { "http" },
             settings.server.webhook_path()
         );
         let admin = admin_server.map(|(server, addr)| {
@@ -129,6 +142,9 @@ impl Application {
             tracing::warn!("{warning}");
         }
         let mut background = Vec::new();
+        if let Some(cert) = tls {
+            background.push(actix_web::rt::spawn(reload_on_sighup(cert, stop.clone())));
+        }
         if let Some(retention) = settings.storage.retention {
             background.push(actix_web::rt::spawn(retention::run(
                 store.clone(),
@@ -177,6 +193,24 @@ impl Application {
         store.close().await;
         tracing::info!("Stopped");
         result
+    }
+}
+
+/// SIGHUP re-reads the TLS certificate and key; a bad pair is logged and the old one kept.
+async fn reload_on_sighup(cert: Arc<ReloadableCert>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("Cannot listen for SIGHUP; TLS certificates will not be reloaded");
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = hangup.recv() => match cert.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
+            },
+        }
     }
 }
 

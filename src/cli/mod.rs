@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
 use crate::store::Store;
+use crate::tls::{ReloadableCert, TlsError};
 use crate::volt::VoltError;
 
 /// sysexits.h EX_CONFIG: configuration or credential error; systemd units use it with
@@ -72,6 +73,9 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => system.block_on(run::daemon(settings)),
         Command::CheckConfig => {
+            if let Some(files) = &settings.server.tls {
+                ReloadableCert::load(&files.cert, &files.key)?;
+            }
             for warning in settings.warnings() {
                 eprintln!("warning: {warning}");
             }
@@ -100,6 +104,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 fn exit_code(error: &anyhow::Error) -> u8 {
     let config_or_credential = error.chain().any(|cause| {
         cause.is::<ConfigError>()
+            || cause.is::<TlsError>()
             || cause
                 .downcast_ref::<VoltError>()
                 .is_some_and(VoltError::is_credential)

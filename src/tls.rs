@@ -1,0 +1,103 @@
+//! TLS on the public listener (rustls), for deployments without a reverse proxy.
+//!
+//! The certificate sits behind a resolver that can be swapped at run time: SIGHUP re-reads
+//! the PEM files and new handshakes use the new certificate while open connections carry on.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TlsError {
+    message: String,
+}
+
+/// The current certificate and key, replaceable while serving.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
+        let current = RwLock::new(Arc::new(read(cert_path, key_path)?));
+        Ok(Arc::new(Self {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current,
+        }))
+    }
+
+    /// Re-read both files; on any error the certificate in use stays as it was.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Arc::new(read(&self.cert_path, &self.key_path)?);
+        match self.current.write() {
+            Ok(mut current) => *current = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// A rustls server configuration that asks this resolver on every handshake.
+    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsError> {
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError {
+                message: format!("cannot set up TLS: {e}"),
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        Ok(config)
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = match self.current.read() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Some(current.clone())
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+    let fail = |path: &Path, what: &str, e: &dyn std::fmt::Display| TlsError {
+        message: format!(
+            "cannot read the TLS {what} from {}: {e}; check server.tls_cert / server.tls_key \
+             (PEM files readable by the voltd user)",
+            path.display()
+        ),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| fail(cert_path, "certificate", &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(cert_path, "certificate", &e))?;
+    if chain.is_empty() {
+        return Err(fail(
+            cert_path,
+            "certificate",
+            &"no CERTIFICATE block found",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| fail(key_path, "key", &e))?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError {
+        message: format!(
+            "the TLS key {} does not fit the certificate {}: {e}",
+            key_path.display(),
+            cert_path.display()
+        ),
+    })
+}
