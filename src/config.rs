@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -87,6 +88,10 @@ struct RawServer {
     shutdown_timeout_secs: u64,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    allow_ips: Vec<String>,
+    trusted_proxies: Vec<String>,
+    request_timeout_secs: u64,
+    max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +130,10 @@ retry_max_secs = 60
 listen = "127.0.0.1:8080"
 max_body_bytes = 1048576
 shutdown_timeout_secs = 30
+allow_ips = []
+trusted_proxies = []
+request_timeout_secs = 10
+max_connections = 10000
 
 [storage]
 url = "sqlite://voltd.db"
@@ -170,6 +179,13 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
     pub tls: Option<TlsFiles>,
+    /// Client networks allowed to post; empty allows everyone.
+    pub allow_ips: Vec<IpNet>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// A request's head and body must both arrive within this.
+    pub request_timeout: Duration,
+    pub max_connections: usize,
 }
 
 /// PEM files for TLS on the public listener.
@@ -257,6 +273,9 @@ impl Settings {
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("server.allow_ips")
+                    .with_list_parse_key("server.trusted_proxies")
                     .source(Some(env)),
             )
             .build()
@@ -315,6 +334,14 @@ impl Settings {
                 .into(),
         })?;
         let public_url = parse_http_url("server.public_url", &public_url)?;
+        let allow_ips = parse_networks("server.allow_ips", &raw.server.allow_ips)?;
+        let trusted_proxies = parse_networks("server.trusted_proxies", &raw.server.trusted_proxies)?;
+        if raw.server.request_timeout_secs == 0 {
+            return Err(positive("server.request_timeout_secs"));
+        }
+        if raw.server.max_connections == 0 {
+            return Err(positive("server.max_connections"));
+        }
         if raw.server.max_body_bytes == 0 {
             return Err(positive("server.max_body_bytes"));
         }
@@ -375,6 +402,10 @@ impl Settings {
                 max_body_bytes: raw.server.max_body_bytes,
                 shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_secs),
                 tls,
+                allow_ips,
+                trusted_proxies,
+                request_timeout: Duration::from_secs(raw.server.request_timeout_secs),
+                max_connections: raw.server.max_connections,
             },
             storage: StorageSettings {
                 url: raw.storage.url,
@@ -500,6 +531,25 @@ fn parse_socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, Confi
     })
 }
 
+/// CIDR networks; a bare address means just that address.
+fn parse_networks(key: &'static str, values: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    values
+        .iter()
+        .map(|value| {
+            let value = value.trim();
+            value
+                .parse::<IpNet>()
+                .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| ConfigError::Value {
+                    key,
+                    message: format!(
+                        "{value:?} is not an IP network; use CIDR such as \"203.0.113.0/24\" or an address"
+                    ),
+                })
+        })
+        .collect()
+}
+
 fn parse_http_url(key: &'static str, value: &str) -> Result<Url, ConfigError> {
     let bad = |why: &str| ConfigError::Value {
         key,
@@ -554,6 +604,18 @@ impl fmt::Display for Settings {
             "shutdown_timeout_secs = {}",
             self.server.shutdown_timeout.as_secs()
         )?;
+        let list = |nets: &[IpNet]| {
+            let items: Vec<String> = nets.iter().map(|n| format!("\"{n}\"")).collect();
+            format!("[{}]", items.join(", "))
+        };
+        writeln!(f, "allow_ips = {}", list(&self.server.allow_ips))?;
+        writeln!(f, "trusted_proxies = {}", list(&self.server.trusted_proxies))?;
+        writeln!(
+            f,
+            "request_timeout_secs = {}",
+            self.server.request_timeout.as_secs()
+        )?;
+        writeln!(f, "max_connections = {}", self.server.max_connections)?;
         if let Some(tls) = &self.server.tls {
             writeln!(f, "tls_cert = {:?}", tls.cert.display().to_string())?;
             writeln!(f, "tls_key = {:?}", tls.key.display().to_string())?;
@@ -690,6 +752,21 @@ mod tests {
             let err = load(text, &[]).err().unwrap();
             assert!(err.to_string().contains(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn networks_from_file_and_environment() {
+        let s = load(
+            &format!("{MINIMAL}allow_ips = [\"203.0.113.0/24\", \"::1\"]\n"),
+            &[("VOLT_SERVER__TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/8")],
+        )
+        .unwrap();
+        assert_eq!(s.server.allow_ips.len(), 2);
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+        let err = load(&format!("{MINIMAL}allow_ips = [\"nope\"]\n"), &[])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("server.allow_ips"), "{err}");
     }
 
     #[test]

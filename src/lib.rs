@@ -1,9 +1,11 @@
 //! voltd: receive Volt (textvolt) webhook events, store each one durably, log it.
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod log_limit;
 pub mod metrics;
 pub mod receiver;
 pub mod retention;

@@ -31,6 +31,8 @@ pub enum Rejection {
     backpressure,
     store,
     client,
+    address,
+    timeout,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,7 +106,7 @@ impl Metrics {
         let rejections = Family::<RejectionLabel, Counter>::default();
         registry.register(
             "requests_rejected",
-            "Webhook requests refused, by reason (size, path, method, signature, backpressure, store, client)",
+            "Webhook requests refused, by reason (size, path, method, signature, backpressure, store, client, address, timeout)",
             rejections.clone(),
         );
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{self, AccessPolicy};
 use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::metrics::{Metrics, RegistrationState};
@@ -70,12 +72,23 @@ impl Application {
             Some(files) => Some(ReloadableCert::load(&files.cert, &files.key)?),
             None => None,
         };
+        let access = web::Data::new(AccessPolicy::new(
+            settings.server.allow_ips.clone(),
+            settings.server.trusted_proxies.clone(),
+            admin_state.metrics.clone(),
+        ));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(writer.clone())
                 .app_data(receiver_metrics.clone())
+                .app_data(access.clone())
+                .wrap(from_fn(access::enforce))
                 .configure(receiver::configure(&path, max_body))
-        });
+        })
+        // A slow or silent client holds only its own connection, and only this long.
+        .client_request_timeout(settings.server.request_timeout)
+        .client_disconnect_timeout(Duration::from_secs(5))
+        .max_connections(per_worker(settings.server.max_connections));
         let server = match &tls {
             Some(cert) => server.listen_rustls_0_23(listener, cert.server_config()?),
             None => server.listen(listener),
@@ -194,6 +207,12 @@ impl Application {
         tracing::info!("Stopped");
         result
     }
+}
+
+/// actix applies its connection cap per worker thread.
+fn per_worker(total: usize) -> usize {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    total.div_ceil(workers).max(1)
 }
 
 /// SIGHUP re-reads the TLS certificate and key; a bad pair is logged and the old one kept.
