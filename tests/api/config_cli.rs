@@ -1,0 +1,124 @@
+//! Configuration errors end with exit 78 and say what to fix; the token is never shown.
+
+use nix::sys::signal::Signal;
+
+use crate::daemon::Daemon;
+use crate::fake_volt::FakeVolt;
+use crate::helpers::{TestConfig, dead_port, voltd};
+
+#[actix_web::test]
+async fn an_unknown_key_is_named() {
+    let config = TestConfig::new();
+    let text = config
+        .write(dead_port())
+        .replace("[log]", "[log]\ncolour = \"blue\"");
+    std::fs::write(config.config_path(), text).unwrap();
+
+    let output = voltd(
+        Some(&config.config_path()),
+        config.dir.path(),
+        &["check-config"],
+    )
+    .await;
+
+    assert_eq!(output.code, 78, "{output:?}");
+    assert!(output.stderr.contains("colour"), "{output:?}");
+}
+
+#[actix_web::test]
+async fn a_missing_config_file_lists_what_was_tried() {
+    let empty = tempfile::tempdir().unwrap();
+
+    let output = voltd(None, empty.path(), &["check-config"]).await;
+
+    assert_eq!(output.code, 78, "{output:?}");
+    assert!(output.stderr.contains("./volt.toml"), "{output:?}");
+    assert!(output.stderr.contains("/etc/voltd/volt.toml"), "{output:?}");
+    assert!(output.stderr.contains("--config"), "{output:?}");
+
+    let named = empty.path().join("nowhere.toml");
+    let output = voltd(Some(&named), empty.path(), &["run"]).await;
+    assert_eq!(output.code, 78, "{output:?}");
+    assert!(output.stderr.contains("nowhere.toml"), "{output:?}");
+}
+
+#[actix_web::test]
+async fn register_always_without_a_token_refuses_to_start() {
+    let config = TestConfig::new().register("always");
+    config.write(dead_port());
+
+    let output = voltd(Some(&config.config_path()), config.dir.path(), &["run"]).await;
+
+    assert_eq!(output.code, 78, "{output:?}");
+    assert!(output.stderr.contains("api.register"), "{output:?}");
+    assert!(
+        !config.dir.path().join("voltd.db").exists(),
+        "nothing was started"
+    );
+}
+
+#[actix_web::test]
+async fn migrate_creates_a_fresh_database() {
+    let config = TestConfig::new();
+    config.write(dead_port());
+
+    let output = voltd(Some(&config.config_path()), config.dir.path(), &["migrate"]).await;
+
+    assert_eq!(output.code, 0, "{output:?}");
+    assert!(output.stdout.contains("Migrations applied"), "{output:?}");
+    let store = voltd::store::Store::open(&config.database_url())
+        .await
+        .unwrap();
+    assert_eq!(store.count_events().await.unwrap(), 0);
+    assert!(store.registrations().await.unwrap().is_empty());
+    store.close().await;
+    let listed = voltd(
+        Some(&config.config_path()),
+        config.dir.path(),
+        &["events", "list", "--json"],
+    )
+    .await;
+    assert_eq!((listed.code, listed.stdout.as_str()), (0, ""), "{listed:?}");
+}
+
+/// A token no other output could contain by chance.
+const SECRET: &str = "tok-SENTINEL-91f3c0a7e5d2";
+
+#[actix_web::test]
+async fn check_config_redacts_the_token() {
+    let config = TestConfig::new().token(SECRET);
+    config.write(dead_port());
+
+    let output = voltd(
+        Some(&config.config_path()),
+        config.dir.path(),
+        &["check-config"],
+    )
+    .await;
+
+    assert_eq!(output.code, 0, "{output:?}");
+    assert!(
+        output.stdout.contains("token = \"[redacted]\""),
+        "{output:?}"
+    );
+    assert!(!format!("{output:?}").contains(SECRET), "{output:?}");
+}
+
+#[actix_web::test]
+async fn the_token_never_reaches_the_log_even_at_trace_level() {
+    let volt = FakeVolt::builder(SECRET).start().await;
+    let config = TestConfig::new()
+        .volt(&volt)
+        .token(SECRET)
+        .log_level("trace");
+    let mut daemon = Daemon::spawn(config);
+    daemon.wait_for_log("Registered with Volt").await;
+
+    daemon.signal(Signal::SIGTERM);
+    let code = daemon.exit_code().await;
+
+    let log = daemon.log();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(volt.calls().len(), 1);
+    assert!(!log.contains(SECRET), "the token leaked into the log");
+}

@@ -1,0 +1,402 @@
+//! Shared by every test: the configuration builder, the in-process `TestApp`, polling and
+//! running the `voltd` binary as a command.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use actix_web::rt::task::JoinHandle;
+use actix_web::web::Bytes;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use voltd::config::Settings;
+use voltd::event::StoredEvent;
+use voltd::startup::Application;
+use voltd::store::{EventFilter, Store};
+
+use crate::fake_volt::FakeVolt;
+
+/// The secret path segment every test app serves under.
+pub const WEBHOOK_PATH: &str = "/volt/4f1c9a7e2b6d80358a1b";
+/// Long enough for a loaded 2-core machine, short enough that a hang fails the test quickly.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A port nothing listens on: bound by the OS, then released.
+pub fn dead_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+    listener.local_addr().unwrap().port()
+}
+
+/// Poll `check` until it yields a value; panics after [`PATIENCE`] naming what was awaited.
+pub async fn poll_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A temp directory and the settings written to its `volt.toml`. Defaults: receive only (no
+/// token), fast retries, a Volt URL where nothing listens.
+pub struct TestConfig {
+    pub dir: TempDir,
+    volt_url: String,
+    token: Option<String>,
+    register: &'static str,
+    register_attempts: u32,
+    public_url_port: Option<u16>,
+    max_body_bytes: usize,
+    queue_capacity: usize,
+    max_batch: usize,
+    log_level: &'static str,
+}
+
+impl TestConfig {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("create a temp dir"),
+            volt_url: format!("http://127.0.0.1:{}/graphql", dead_port()),
+            token: None,
+            register: "auto",
+            register_attempts: 3,
+            public_url_port: None,
+            max_body_bytes: 1024 * 1024,
+            queue_capacity: 8192,
+            max_batch: 512,
+            log_level: "info",
+        }
+    }
+
+    pub fn volt(mut self, volt: &FakeVolt) -> Self {
+        self.volt_url = volt.url();
+        self
+    }
+
+    pub fn volt_url(mut self, url: String) -> Self {
+        self.volt_url = url;
+        self
+    }
+
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    pub fn register(mut self, mode: &'static str) -> Self {
+        self.register = mode;
+        self
+    }
+
+    pub fn register_attempts(mut self, attempts: u32) -> Self {
+        self.register_attempts = attempts;
+        self
+    }
+
+    /// Advertise a different port in `public_url` than the one served, so Volt's probe fails.
+    pub fn public_url_port(mut self, port: u16) -> Self {
+        self.public_url_port = Some(port);
+        self
+    }
+
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
+
+    pub fn log_level(mut self, level: &'static str) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("volt.toml")
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("voltd.db").display())
+    }
+
+    /// Write `volt.toml` for a daemon listening on `port`; returns its text.
+    pub fn write(&self, port: u16) -> String {
+        let token = match &self.token {
+            Some(token) => format!("token = {token:?}\n"),
+            None => String::new(),
+        };
+        let public_port = self.public_url_port.unwrap_or(port);
+        let text = format!(
+            r#"[api]
+url = {volt_url:?}
+{token}register = "{register}"
+timeout_secs = 5
+register_attempts = {attempts}
+retry_initial_ms = 20
+retry_max_secs = 1
+
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{public_port}{WEBHOOK_PATH}"
+max_body_bytes = {max_body}
+shutdown_timeout_secs = 10
+
+[storage]
+url = {storage:?}
+queue_capacity = {queue}
+max_batch = {batch}
+
+[log]
+level = "{level}"
+"#,
+            volt_url = self.volt_url,
+            register = self.register,
+            attempts = self.register_attempts,
+            max_body = self.max_body_bytes,
+            storage = self.database_url(),
+            queue = self.queue_capacity,
+            batch = self.max_batch,
+            level = self.log_level,
+        );
+        std::fs::write(self.config_path(), &text).expect("write volt.toml");
+        text
+    }
+}
+
+/// What a test client got back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub allow: Option<String>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The event id of a 200 answer, and whether it was a duplicate.
+    pub fn outcome(&self) -> (String, i64) {
+        assert_eq!(self.status, 200, "{self:?}");
+        let json = self.json();
+        let status = json["status"].as_str().expect("status").to_owned();
+        (status, json["id"].as_i64().expect("id"))
+    }
+}
+
+pub fn http_client(timeout: Duration) -> awc::Client {
+    awc::Client::builder().timeout(timeout).finish()
+}
+
+/// Send one request; transport failures are returned, not panicked on.
+pub async fn send(
+    client: &awc::Client,
+    method: awc::http::Method,
+    url: &str,
+    body: impl Into<Bytes>,
+) -> Result<Reply, String> {
+    let mut response = client
+        .request(method, url)
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(body.into())
+        .await
+        .map_err(|e| e.to_string())?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (retry_after, allow) = (header("retry-after"), header("allow"));
+    let body = response
+        .body()
+        .limit(16 * 1024 * 1024)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Reply {
+        status: response.status().as_u16(),
+        retry_after,
+        allow,
+        body,
+    })
+}
+
+/// The daemon built in-process on port 0, running until stopped or dropped.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub store: Store,
+    pub config: TestConfig,
+    stop: CancellationToken,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
+    http: awc::Client,
+}
+
+impl TestApp {
+    pub async fn spawn(config: TestConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let address = listener.local_addr().unwrap();
+        let text = config.write(address.port());
+        let settings = Settings::from_toml(&config.config_path(), &text, std::iter::empty())
+            .expect("valid test settings");
+        let app = Application::build_with_listener(settings, listener)
+            .await
+            .expect("build the application");
+        let store = app.store().clone();
+        let stop = CancellationToken::new();
+        let running = actix_web::rt::spawn(app.run_until_stopped(stop.clone()));
+        Self {
+            address,
+            store,
+            config,
+            stop,
+            running: Some(running),
+            http: http_client(Duration::from_secs(10)),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn webhook_url(&self) -> String {
+        self.url(WEBHOOK_PATH)
+    }
+
+    pub fn client(&self) -> &awc::Client {
+        &self.http
+    }
+
+    /// POST a webhook event to the served path.
+    pub async fn post_event(&self, body: impl Into<Bytes>) -> Reply {
+        self.request(awc::http::Method::POST, WEBHOOK_PATH, body)
+            .await
+    }
+
+    pub async fn request(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        send(&self.http, method, &self.url(path), body)
+            .await
+            .unwrap_or_else(|e| panic!("request to {path} failed: {e}"))
+    }
+
+    /// Wait for the daemon to end on its own (e.g. registration failed) and return why.
+    pub async fn exited(mut self) -> anyhow::Result<()> {
+        let running = self.running.take().expect("still running");
+        actix_web::rt::time::timeout(PATIENCE, running)
+            .await
+            .expect("the daemon did not exit in time")
+            .expect("the daemon task panicked")
+    }
+
+    /// Graceful stop, as on SIGTERM.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.exited().await
+    }
+
+    /// Run `voltd` with this app's `volt.toml`.
+    pub async fn voltd(&self, args: &[&str]) -> CliOutput {
+        voltd(
+            Some(&self.config.config_path()),
+            self.config.dir.path(),
+            args,
+        )
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run the real binary (off the async thread: an in-process app may need it meanwhile) with
+/// a clean environment, so the developer's `VOLT_*` or `RUST_LOG` cannot change the outcome.
+pub async fn voltd(config: Option<&Path>, cwd: &Path, args: &[&str]) -> CliOutput {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_voltd"));
+    command.env_clear().current_dir(cwd);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command.args(args);
+    let output = actix_web::rt::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join the command")
+        .expect("run voltd");
+    CliOutput {
+        code: output.status.code().expect("voltd exited, not killed"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Every stored event, newest first.
+pub async fn stored_events(store: &Store) -> Vec<StoredEvent> {
+    let everything = EventFilter {
+        limit: u32::MAX,
+        ..EventFilter::default()
+    };
+    store.list_events(&everything).await.expect("list events")
+}
+
+/// The lines of `events list --json`, parsed.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+/// A Volt-shaped event body.
+pub fn event_body(event_type: &str, message_id: &str, text: &str) -> String {
+    serde_json::json!({
+        "payload": {
+            "event_type": event_type,
+            "id": message_id,
+            "direction": "inbound",
+            "from_number": "+15555550145",
+            "to_number": "+15555550123",
+            "text": text,
+            "type": "SMS"
+        }
+    })
+    .to_string()
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}

@@ -1,0 +1,11 @@
+//! The integration tests: one binary, so the crate and its helpers are compiled once.
+
+mod config_cli;
+mod daemon;
+mod durability;
+mod events_cli;
+mod fake_volt;
+mod helpers;
+mod receiving;
+mod registration;
+mod shutdown;

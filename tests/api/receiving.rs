@@ -1,0 +1,125 @@
+//! The webhook endpoint: store anything within the limit, answer only once it is committed.
+
+use awc::http::Method;
+
+use crate::helpers::{TestApp, TestConfig, WEBHOOK_PATH, event_body, fixture, stored_events};
+
+#[actix_web::test]
+async fn bodies_that_are_not_json_are_stored_byte_exact() {
+    let app = TestApp::spawn(TestConfig::new()).await;
+    let bodies: [&[u8]; 3] = [b"", b"Yes", b"\xff\xfe not utf-8 {"];
+
+    for body in bodies {
+        let (status, id) = app.post_event(body.to_vec()).await.outcome();
+
+        assert_eq!(status, "stored");
+        let event = app.store.event(id).await.unwrap().expect("stored");
+        assert_eq!(event.body, body);
+        assert_eq!(
+            event.fields,
+            voltd::event::EventFields::default(),
+            "{body:?}"
+        );
+        let json = event.to_json();
+        for key in [
+            "event_type",
+            "direction",
+            "from",
+            "to",
+            "message_id",
+            "payload",
+        ] {
+            assert!(json[key].is_null(), "{key} of {body:?}: {json}");
+        }
+    }
+    app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_body_over_the_limit_is_refused_and_not_stored() {
+    let app = TestApp::spawn(TestConfig::new().max_body_bytes(1024)).await;
+
+    let too_large = app.post_event(vec![b'x'; 1025]).await;
+    let at_limit = app.post_event(vec![b'x'; 1024]).await;
+
+    assert_eq!(too_large.status, 413, "{too_large:?}");
+    assert_eq!(too_large.json()["status"], "error");
+    assert_eq!(at_limit.status, 200, "{at_limit:?}");
+    assert_eq!(app.store.count_events().await.unwrap(), 1);
+    app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn other_paths_are_404_and_other_methods_405() {
+    let app = TestApp::spawn(TestConfig::new()).await;
+    let body = fixture("message-received.json");
+
+    let elsewhere = app.request(Method::POST, "/volt/wrong", body.clone()).await;
+    let root = app.request(Method::GET, "/", "").await;
+    let get = app.request(Method::GET, WEBHOOK_PATH, "").await;
+    let put = app.request(Method::PUT, WEBHOOK_PATH, body).await;
+
+    assert_eq!(elsewhere.status, 404, "{elsewhere:?}");
+    assert_eq!(root.status, 404, "{root:?}");
+    for reply in [&get, &put] {
+        assert_eq!(reply.status, 405, "{reply:?}");
+        assert_eq!(reply.allow.as_deref(), Some("POST"));
+    }
+    assert_eq!(app.store.count_events().await.unwrap(), 0);
+    app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_repeat_delivery_is_a_duplicate_of_the_first() {
+    let app = TestApp::spawn(TestConfig::new()).await;
+    let body = fixture("message-sent.json");
+
+    let first = app.post_event(body.clone()).await.outcome();
+    let repeat = app.post_event(body).await.outcome();
+    let finalized = app
+        .post_event(fixture("message-finalized-failed.json"))
+        .await
+        .outcome();
+
+    assert_eq!(first.0, "stored");
+    assert_eq!(repeat, ("duplicate".to_owned(), first.1));
+    assert_eq!(
+        finalized.0, "stored",
+        "same message, a later lifecycle event"
+    );
+    assert_eq!(app.store.count_events().await.unwrap(), 2);
+    app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn identical_bodies_without_a_message_id_are_two_events() {
+    let app = TestApp::spawn(TestConfig::new()).await;
+    let reply = r#"{"payload":{"event_type":"message.received","from_number":"+15555550145","text":"Yes"}}"#;
+
+    let first = app.post_event(reply).await.outcome();
+    let second = app.post_event(reply).await.outcome();
+
+    assert_eq!(first.0, "stored");
+    assert_eq!(second.0, "stored");
+    assert_ne!(first.1, second.1);
+    assert_eq!(stored_events(&app.store).await.len(), 2);
+    app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn stored_fields_come_from_the_body() {
+    let app = TestApp::spawn(TestConfig::new()).await;
+
+    let (_, id) = app
+        .post_event(event_body("message.received", "m-77", "Hello"))
+        .await
+        .outcome();
+
+    let event = app.store.event(id).await.unwrap().expect("stored");
+    assert_eq!(event.fields.event_type.as_deref(), Some("message.received"));
+    assert_eq!(event.fields.message_id.as_deref(), Some("m-77"));
+    assert_eq!(event.fields.text.as_deref(), Some("Hello"));
+    assert_eq!(event.content_type.as_deref(), Some("application/json"));
+    assert!(event.remote_addr.unwrap().starts_with("127.0.0.1:"));
+    app.stop().await.unwrap();
+}
