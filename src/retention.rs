@@ -44,3 +44,73 @@ pub async fn sweep(
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventFields, NewEvent};
+
+    fn event_aged(days: i64) -> NewEvent {
+        NewEvent {
+            received_at: Utc::now() - chrono::Duration::days(days),
+            content_type: None,
+            remote_addr: None,
+            body: format!("aged {days} days").into_bytes(),
+            fields: EventFields::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sweep_deletes_only_events_past_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("voltd.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let (writer, task) = store.start_writer(16, 4).await.unwrap();
+        for days in [40, 31, 29, 0] {
+            writer.submit(event_aged(days)).await.unwrap();
+        }
+        let stop = CancellationToken::new();
+        let deleted = sweep(&store, Duration::from_secs(30 * 86_400), &stop)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 2);
+        assert_eq!(store.count_events().await.unwrap(), 2);
+        // Nothing left to delete: a second sweep is a no-op.
+        assert_eq!(
+            sweep(&store, Duration::from_secs(30 * 86_400), &stop)
+                .await
+                .unwrap(),
+            0
+        );
+        task.shutdown().await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn large_backlogs_are_deleted_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("voltd.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let (writer, task) = store.start_writer(4096, 512).await.unwrap();
+        let mut submissions = tokio::task::JoinSet::new();
+        for _ in 0..2_500 {
+            let writer = writer.clone();
+            submissions.spawn(async move { writer.submit(event_aged(10)).await });
+        }
+        while let Some(result) = submissions.join_next().await {
+            result.unwrap().unwrap();
+        }
+        let deleted = sweep(
+            &store,
+            Duration::from_secs(86_400),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(deleted, 2_500);
+        task.shutdown().await;
+        store.close().await;
+    }
+}
