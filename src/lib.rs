@@ -9,6 +9,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod receiver;
 pub mod retention;
+pub mod signature;
 pub mod startup;
 pub mod store;
 pub mod systemd;
