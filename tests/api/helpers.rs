@@ -193,7 +193,7 @@ impl Reply {
             .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {:?}", self.body))
     }
 
-    /// The event id of a 200 answer, and whether it was a duplicate.
+    /// The `status` ("stored" or "duplicate") and event `id` of a 200 answer.
     pub fn outcome(&self) -> (String, i64) {
         assert_eq!(self.status, 200, "{self:?}");
         let json = self.json();
