@@ -120,5 +120,6 @@ async fn the_token_never_reaches_the_log_even_at_trace_level() {
     let log = daemon.log();
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(volt.calls().len(), 1);
+    assert!(log.contains("TRACE"), "the log is as verbose as it gets");
     assert!(!log.contains(SECRET), "the token leaked into the log");
 }
