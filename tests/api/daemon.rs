@@ -108,6 +108,7 @@ fn start(config: &TestConfig, log_path: &PathBuf) -> Child {
     let log = File::create(log_path).expect("create the log file");
     Command::new(env!("CARGO_BIN_EXE_voltd"))
         .env_clear()
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
         .current_dir(config.dir.path())
         .arg("--config")
         .arg(config.config_path())

@@ -57,6 +57,9 @@ pub struct TestConfig {
     queue_capacity: usize,
     max_batch: usize,
     log_level: &'static str,
+    extra_toml: Vec<(String, String)>,
+    /// Environment for the `voltd` process (black-box runs only).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestConfig {
@@ -72,6 +75,8 @@ impl TestConfig {
             queue_capacity: 8192,
             max_batch: 512,
             log_level: "info",
+            extra_toml: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -126,6 +131,20 @@ impl TestConfig {
         self
     }
 
+    /// More keys for `volt.toml`: `section` is a table name (`server`, `admin`, ...), whose
+    /// keys join the table this builder writes or a new one, or an array-of-tables header
+    /// such as `[[forward]]`, appended as a new entry.
+    pub fn extra_toml(mut self, section: &str, keys: &str) -> Self {
+        self.extra_toml
+            .push((section.to_owned(), keys.trim().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("volt.toml")
     }
@@ -141,7 +160,7 @@ impl TestConfig {
             None => String::new(),
         };
         let public_port = self.public_url_port.unwrap_or(port);
-        let text = format!(
+        let mut text = format!(
             r#"[api]
 url = {volt_url:?}
 {token}register = "{register}"
@@ -173,6 +192,16 @@ level = "{level}"
             batch = self.max_batch,
             level = self.log_level,
         );
+        for (section, keys) in &self.extra_toml {
+            let header = format!("[{section}]\n");
+            match text.find(&header) {
+                Some(at) if !section.starts_with('[') => {
+                    text.insert_str(at + header.len(), &format!("{keys}\n"));
+                }
+                _ if section.starts_with('[') => text.push_str(&format!("\n{section}\n{keys}\n")),
+                _ => text.push_str(&format!("\n{header}{keys}\n")),
+            }
+        }
         std::fs::write(self.config_path(), &text).expect("write volt.toml");
         text
     }
@@ -243,6 +272,8 @@ pub async fn send(
 /// The daemon built in-process on port 0, running until stopped or dropped.
 pub struct TestApp {
     pub address: SocketAddr,
+    /// The admin listener, when the configuration enables it.
+    pub admin_address: Option<SocketAddr>,
     pub store: Store,
     pub config: TestConfig,
     stop: CancellationToken,
@@ -261,10 +292,12 @@ impl TestApp {
             .await
             .expect("build the application");
         let store = app.store().clone();
+        let admin_address = app.admin_addr();
         let stop = CancellationToken::new();
         let running = actix_web::rt::spawn(app.run_until_stopped(stop.clone()));
         Self {
             address,
+            admin_address,
             store,
             config,
             stop,
