@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+use crate::signature::VoltPublicKey;
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const CONFIG_ENV: &str = "VOLTD_CONFIG";
@@ -63,6 +66,7 @@ struct RawSettings {
     server: RawServer,
     storage: RawStorage,
     admin: RawAdmin,
+    verify: RawVerify,
     log: RawLog,
 }
 
@@ -112,6 +116,25 @@ struct RawAdmin {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawVerify {
+    mode: Option<VerifyMode>,
+    public_key_file: Option<PathBuf>,
+}
+
+/// What to do with Volt's `X-Respond-Flow-Signature`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Not checked; stored as "unchecked".
+    Off,
+    /// Checked and recorded with the event; invalid or missing signatures are still stored.
+    Log,
+    /// Checked; an invalid or missing signature gets 401 and is not stored.
+    Enforce,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLog {
     level: String,
     format: LogFormat,
@@ -144,6 +167,8 @@ retention_days = 0
 [admin]
 enabled = true
 
+[verify]
+
 [log]
 level = "info"
 format = "text"
@@ -157,6 +182,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageSettings,
     pub admin: AdminSettings,
+    pub verify: VerifySettings,
     pub log: LogSettings,
 }
 
@@ -202,6 +228,15 @@ pub struct StorageSettings {
     pub max_batch: usize,
     /// Events older than this are deleted; `None` keeps everything.
     pub retention: Option<Duration>,
+}
+
+/// Signature verification of incoming events.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    pub mode: VerifyMode,
+    pub public_key_file: Option<PathBuf>,
+    /// Loaded and checked at start-up; present whenever `mode` is not `Off`.
+    pub key: Option<Arc<VoltPublicKey>>,
 }
 
 /// The admin listener (health and metrics), separate from the public webhook listener.
@@ -354,6 +389,7 @@ impl Settings {
                 message: format!("must be between 1 and {MAX_BATCH_LIMIT}"),
             });
         }
+        let verify = validate_verify(raw.verify)?;
         let admin_listen = match (&raw.admin.listen, raw.admin.enabled) {
             (_, false) => None,
             (listen, true) => {
@@ -414,6 +450,7 @@ impl Settings {
                 retention: (raw.storage.retention_days > 0)
                     .then(|| Duration::from_secs(u64::from(raw.storage.retention_days) * 86_400)),
             },
+            verify,
             admin: AdminSettings {
                 listen: admin_listen,
                 explicit: raw.admin.listen.is_some(),
@@ -531,6 +568,36 @@ fn parse_socket_addr(key: &'static str, value: &str) -> Result<SocketAddr, Confi
     })
 }
 
+/// The mode defaults to "log" once a key is configured, so adding a key never starts
+/// rejecting events by surprise.
+fn validate_verify(raw: RawVerify) -> Result<VerifySettings, ConfigError> {
+    let key = match &raw.public_key_file {
+        Some(path) => Some(Arc::new(VoltPublicKey::from_file(path).map_err(|e| {
+            ConfigError::Value {
+                key: "verify.public_key_file",
+                message: e.to_string(),
+            }
+        })?)),
+        None => None,
+    };
+    let mode = raw.mode.unwrap_or(if key.is_some() {
+        VerifyMode::Log
+    } else {
+        VerifyMode::Off
+    });
+    if mode != VerifyMode::Off && key.is_none() {
+        return Err(ConfigError::Value {
+            key: "verify.mode",
+            message: "needs verify.public_key_file: Volt's public key (id_rsa.pub, or PEM)".into(),
+        });
+    }
+    Ok(VerifySettings {
+        mode,
+        public_key_file: raw.public_key_file,
+        key: key.filter(|_| mode != VerifyMode::Off),
+    })
+}
+
 /// CIDR networks; a bare address means just that address.
 fn parse_networks(key: &'static str, values: &[String]) -> Result<Vec<IpNet>, ConfigError> {
     values
@@ -629,6 +696,19 @@ impl fmt::Display for Settings {
             "retention_days = {}",
             self.storage.retention.map_or(0, |d| d.as_secs() / 86_400)
         )?;
+        writeln!(f, "\n[verify]")?;
+        writeln!(
+            f,
+            "mode = {:?}",
+            match self.verify.mode {
+                VerifyMode::Off => "off",
+                VerifyMode::Log => "log",
+                VerifyMode::Enforce => "enforce",
+            }
+        )?;
+        if let Some(path) = &self.verify.public_key_file {
+            writeln!(f, "public_key_file = {:?}", path.display().to_string())?;
+        }
         writeln!(f, "\n[admin]")?;
         writeln!(f, "enabled = {}", self.admin.listen.is_some())?;
         if let Some(listen) = self.admin.listen {
