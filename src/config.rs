@@ -68,6 +68,8 @@ struct RawSettings {
     admin: RawAdmin,
     verify: RawVerify,
     log: RawLog,
+    #[serde(default)]
+    forward: Vec<crate::forward::RawForward>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +186,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub verify: VerifySettings,
     pub log: LogSettings,
+    /// `[[forward]]` sinks stored events are delivered to.
+    pub forward: Vec<crate::forward::ForwardSettings>,
 }
 
 #[derive(Clone)]
@@ -420,6 +424,7 @@ impl Settings {
                 ),
             });
         }
+        let forward = crate::forward::validate(raw.forward)?;
         Ok(Self {
             source: path.to_path_buf(),
             api: ApiSettings {
@@ -459,6 +464,7 @@ impl Settings {
                 level: raw.log.level,
                 format: raw.log.format,
             },
+            forward,
         })
     }
 
@@ -723,7 +729,8 @@ impl fmt::Display for Settings {
                 LogFormat::Text => "text",
                 LogFormat::Json => "json",
             }
-        )
+        )?;
+        write!(f, "{}", crate::forward::display(&self.forward))
     }
 }
 

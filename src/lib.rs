@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod forward;
 pub mod log_limit;
 pub mod metrics;
 pub mod receiver;

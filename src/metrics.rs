@@ -69,6 +69,13 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+/// Sink names come from the configuration, so the label set stays bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkOutcomeLabel {
+    sink: String,
+    outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabel {
     version: &'static str,
@@ -84,6 +91,10 @@ pub struct Metrics {
     queue_depth: Gauge,
     registration_attempts: Family<OutcomeLabel, Counter>,
     registration_state: Family<StateLabel, Gauge>,
+    deliveries: Family<SinkOutcomeLabel, Counter>,
+    delivery_attempts: Family<SinkOutcomeLabel, Counter>,
+    delivery_backlog: Gauge,
+    delivery_oldest_seconds: Gauge<f64, AtomicU64>,
     state: AtomicU8,
     stored_since_start: AtomicU64,
 }
@@ -139,6 +150,30 @@ impl Metrics {
             "1 for the current registration state",
             registration_state.clone(),
         );
+        let deliveries = Family::<SinkOutcomeLabel, Counter>::default();
+        registry.register(
+            "forward_deliveries",
+            "Forwarding deliveries finished, by sink and outcome (delivered, dead)",
+            deliveries.clone(),
+        );
+        let delivery_attempts = Family::<SinkOutcomeLabel, Counter>::default();
+        registry.register(
+            "forward_attempts",
+            "Forwarding attempts, by sink and outcome (success, failure)",
+            delivery_attempts.clone(),
+        );
+        let delivery_backlog = Gauge::default();
+        registry.register(
+            "forward_backlog",
+            "Deliveries pending (sampled every few seconds)",
+            delivery_backlog.clone(),
+        );
+        let delivery_oldest_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "forward_oldest_pending_seconds",
+            "Age of the oldest pending delivery (sampled every few seconds)",
+            delivery_oldest_seconds.clone(),
+        );
         let build_info = Family::<BuildLabel, Gauge>::default();
         build_info
             .get_or_create(&BuildLabel {
@@ -156,6 +191,10 @@ impl Metrics {
             queue_depth,
             registration_attempts,
             registration_state,
+            deliveries,
+            delivery_attempts,
+            delivery_backlog,
+            delivery_oldest_seconds,
             state: AtomicU8::new(0),
             stored_since_start: AtomicU64::new(0),
         };
@@ -211,6 +250,31 @@ impl Metrics {
 
     pub fn registration_state(&self) -> RegistrationState {
         RegistrationState::ALL[usize::from(self.state.load(Ordering::Relaxed))]
+    }
+
+    pub fn delivery_attempt(&self, sink: &str, success: bool) {
+        let outcome = if success { "success" } else { "failure" };
+        self.delivery_attempts
+            .get_or_create(&SinkOutcomeLabel {
+                sink: sink.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// `outcome` is `delivered` or `dead`.
+    pub fn delivery_finished(&self, sink: &str, outcome: &'static str) {
+        self.deliveries
+            .get_or_create(&SinkOutcomeLabel {
+                sink: sink.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn set_delivery_backlog(&self, pending: i64, oldest_seconds: f64) {
+        self.delivery_backlog.set(pending);
+        self.delivery_oldest_seconds.set(oldest_seconds);
     }
 
     /// The Prometheus text exposition, with the queue depth sampled now.

@@ -54,6 +54,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let store = Store::open(&settings.storage.url).await?;
         store.migrate().await?;
+        crate::forward::prepare(&store, &settings.forward).await?;
         let (writer, writer_task) = store
             .start_writer(settings.storage.queue_capacity, settings.storage.max_batch)
             .await?;
@@ -167,6 +168,14 @@ impl Application {
         }
 
         let metrics = admin_state.metrics.clone();
+        if !settings.forward.is_empty() {
+            background.push(actix_web::rt::spawn(crate::forward::run(
+                store.clone(),
+                settings.forward.clone(),
+                metrics.clone(),
+                stop.clone(),
+            )));
+        }
         let registered = tokio::select! {
             result = register_if_configured(&settings, &store, &metrics) => result,
             () = stop.cancelled() => Ok(()),

@@ -31,9 +31,11 @@ pub enum EventsCommand {
         /// The event id (the "id" in voltd's answer to Volt, or from `events list`)
         id: i64,
     },
+    #[command(flatten)]
+    Follow(super::follow::FollowCommand),
 }
 
-fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+pub(super) fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("{e}; use RFC 3339 such as 2026-11-26T08:00:00Z"))
@@ -65,6 +67,7 @@ pub async fn execute(command: EventsCommand, settings: Settings) -> anyhow::Resu
                 "no event with id {id}; `voltd events list` shows the stored ids"
             )),
         },
+        EventsCommand::Follow(command) => super::follow::execute(command, &store, &settings).await,
     };
     store.close().await;
     result

@@ -1,7 +1,10 @@
 //! Command line: parse, load configuration, run one command, map errors to exit codes.
 
+mod deliveries;
 mod events;
+mod follow;
 mod run;
+mod send_test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +47,14 @@ enum Command {
     /// Inspect stored events
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Inspect deliveries of events to [[forward]] sinks
+    #[command(subcommand)]
+    Deliveries(deliveries::DeliveriesCommand),
+    /// Post a realistic sample event to this voltd's webhook endpoint and print the answer
+    SendTestEvent {
+        #[arg(long = "type", value_enum, default_value = "message.received")]
+        event_type: send_test::TestEventType,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -90,6 +101,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Register => system.block_on(run::register_once(settings)),
         Command::Events(command) => system.block_on(events::execute(command, settings)),
+        Command::Deliveries(command) => system.block_on(deliveries::execute(command, settings)),
+        Command::SendTestEvent { event_type } => {
+            system.block_on(send_test::execute(event_type, settings))
+        }
     }
 }
 

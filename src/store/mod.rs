@@ -4,6 +4,7 @@
 //! ([`writer`]) that commits whatever has queued as one transaction, so one fsync covers many
 //! events without delaying a lone one.
 
+mod deliveries;
 mod queries;
 mod writer;
 
@@ -13,6 +14,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
 
+pub use deliveries::{
+    Backlog, DeliveryFilter, DeliveryRecord, DueDelivery, EventHeader, EventSelection,
+};
 pub use queries::{EventFilter, Registration};
 pub use writer::{EventWriter, WriteError, WriterTask};
 

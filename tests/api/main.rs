@@ -5,6 +5,7 @@ mod daemon;
 mod durability;
 mod events_cli;
 mod fake_volt;
+mod forwarding;
 mod helpers;
 mod limits;
 mod receiving;

@@ -1,0 +1,148 @@
+//! `voltd events tail` and `voltd events replay`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+
+use crate::config::Settings;
+use crate::event::StoredEvent;
+use crate::forward::sink_wants;
+use crate::store::{EventSelection, Store};
+
+const TAIL_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Subcommand)]
+pub enum FollowCommand {
+    /// Print events as they are stored, until Ctrl-C
+    Tail {
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue stored events to be forwarded again ([[forward]] sinks, filters applied)
+    Replay {
+        /// The event id to forward again
+        #[arg(required_unless_present = "since", conflicts_with = "since")]
+        id: Option<i64>,
+        /// Instead of one id: every event received at or after this time (RFC 3339)
+        #[arg(long, value_parser = super::events::parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Only events of this type, e.g. message.received
+        #[arg(long = "type", value_name = "EVENT_TYPE")]
+        event_type: Option<String>,
+        /// Only this sink (its name in volt.toml); all sinks by default
+        #[arg(long, value_name = "NAME")]
+        sink: Option<String>,
+    },
+}
+
+pub async fn execute(
+    command: FollowCommand,
+    store: &Store,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    match command {
+        FollowCommand::Tail { json } => tail(store, json).await,
+        FollowCommand::Replay {
+            id,
+            since,
+            event_type,
+            sink,
+        } => {
+            let selection = EventSelection {
+                id,
+                since,
+                event_type,
+            };
+            replay(store, settings, &selection, sink.as_deref()).await
+        }
+    }
+}
+
+async fn tail(store: &Store, json: bool) -> anyhow::Result<()> {
+    let mut last = store.newest_event_id().await?;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        for id in store.event_ids_after(last, 500).await? {
+            last = id;
+            if let Some(event) = store.event(id).await? {
+                print_event(&event, json)?;
+            }
+        }
+        tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            () = tokio::time::sleep(TAIL_POLL) => {}
+        }
+    }
+}
+
+fn print_event(event: &StoredEvent, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", event.to_json())?;
+    } else {
+        let f = &event.fields;
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        writeln!(
+            out,
+            "{} {} {} {} {} -> {} {} {}",
+            event.id,
+            event
+                .received_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            show(&f.event_type),
+            show(&f.direction),
+            show(&f.from),
+            show(&f.to),
+            show(&f.message_id),
+            show(&f.text),
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn replay(
+    store: &Store,
+    settings: &Settings,
+    selection: &EventSelection,
+    only: Option<&str>,
+) -> anyhow::Result<()> {
+    let sinks = &settings.forward;
+    if sinks.is_empty() {
+        anyhow::bail!(
+            "no [[forward]] sinks are configured in {}",
+            settings.source.display()
+        );
+    }
+    let names: Vec<&str> = sinks
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|name| only.is_none_or(|only| only == *name))
+        .collect();
+    if let (Some(only), true) = (only, names.is_empty()) {
+        let known: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(
+            "no sink named {only:?}; configured sinks: {}",
+            known.join(", ")
+        );
+    }
+    if let Some(id) = selection.id
+        && store.event(id).await?.is_none()
+    {
+        anyhow::bail!("no event with id {id}; `voltd events list` shows the stored ids");
+    }
+    let queued = store
+        .queue_replay(selection, &names, |sink, event| {
+            sink_wants(sinks, sink, event)
+        })
+        .await?;
+    println!(
+        "Queued {queued} deliveries; a running voltd sends them within a second \
+         (`voltd deliveries list` shows their progress)"
+    );
+    Ok(())
+}

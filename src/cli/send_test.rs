@@ -1,0 +1,108 @@
+//! `voltd send-test-event`: post a realistic Volt event to this voltd, to try the whole path
+//! (receive, store, forward) without waiting for a real message.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use crate::config::Settings;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TestEventType {
+    #[value(name = "message.received")]
+    Received,
+    #[value(name = "message.sent")]
+    Sent,
+    #[value(name = "message.finalized")]
+    Finalized,
+}
+
+pub async fn execute(event_type: TestEventType, settings: Settings) -> anyhow::Result<()> {
+    let body = sample_body(event_type, &unique_message_id());
+    let url = target_url(&settings);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let mut response = client
+        .post(url.as_str())
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(body.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot POST to {url}: {e}; is voltd running?"))?;
+    let answer = response.body().limit(64 * 1024).await?;
+    println!("POST {url}\n{body}\n");
+    println!("{} {}", response.status(), String::from_utf8_lossy(&answer));
+    if !response.status().is_success() {
+        anyhow::bail!("voltd did not accept the test event");
+    }
+    Ok(())
+}
+
+/// The local listener when it speaks plain HTTP (a wildcard address is reached through
+/// loopback); `public_url` itself when TLS is on, so the certificate matches the name.
+fn target_url(settings: &Settings) -> String {
+    let path = settings.server.webhook_path();
+    if settings.server.tls.is_some() {
+        return settings.server.public_url.to_string();
+    }
+    let listen = settings.server.listen;
+    let address = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listen.port())
+        }
+        _ => listen,
+    };
+    format!("http://{address}{path}")
+}
+
+fn unique_message_id() -> String {
+    let bits: u128 = rand::random();
+    let hex = format!("{bits:032x}");
+    format!(
+        "test-{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn sample_body(event_type: TestEventType, message_id: &str) -> String {
+    let payload = match event_type {
+        TestEventType::Received => serde_json::json!({
+            "event_type": "message.received",
+            "id": message_id,
+            "direction": "inbound",
+            "from_number": "+15555550145",
+            "to_number": "+15555550123",
+            "text": "Test message from voltd send-test-event",
+            "type": "SMS",
+        }),
+        TestEventType::Sent => serde_json::json!({
+            "event_type": "message.sent",
+            "id": message_id,
+            "direction": "outbound",
+            "from_number": "+15555550123",
+            "to_number": "+15555550145",
+            "text": "Test reply from voltd send-test-event",
+            "type": "SMS",
+            "status": "sent",
+        }),
+        TestEventType::Finalized => serde_json::json!({
+            "event_type": "message.finalized",
+            "id": message_id,
+            "direction": "outbound",
+            "from_number": "+15555550123",
+            "to_number": "+15555550145",
+            "text": "Test reply from voltd send-test-event",
+            "type": "SMS",
+            "status": "delivered",
+        }),
+    };
+    serde_json::json!({ "payload": payload }).to_string()
+}

@@ -1,0 +1,283 @@
+//! Forwarding stored events to HTTP endpoints and commands.
+//!
+//! The delivery task reads the store, never the ingest path: it follows the events table by
+//! id (a cursor per sink, in the database), queues one delivery row per (event, sink) in the
+//! transaction that moves the cursor, then works through due deliveries with retries.
+//! Delivery is at least once and unordered; pending deliveries survive restarts.
+
+mod config;
+mod signing;
+mod sink;
+
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{
+    ForwardSettings, RawForward, RetrySettings, SinkFilter, Target, display, validate,
+};
+pub use signing::sign;
+pub use sink::{Attempt, Sink};
+
+use crate::metrics::Metrics;
+use crate::store::{EventHeader, Store, StoreError};
+
+/// How often the store is checked for new events and due retries.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+const QUEUE_BATCH: u32 = 500;
+const BACKLOG_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+impl ForwardSettings {
+    pub fn wants(&self, event: &EventHeader) -> bool {
+        self.filter.matches(
+            event.event_type.as_deref(),
+            event.direction.as_deref(),
+            event.from.as_deref(),
+            event.to.as_deref(),
+        )
+    }
+}
+
+/// Whether `sink` (by name, among `sinks`) wants `event`.
+pub fn sink_wants(sinks: &[ForwardSettings], sink: &str, event: &EventHeader) -> bool {
+    sinks
+        .iter()
+        .find(|s| s.name == sink)
+        .is_some_and(|s| s.wants(event))
+}
+
+/// The wait before retry number `attempts` (1 after the first failure): exponential, capped,
+/// with the upper half jittered so failed deliveries do not retry in lockstep.
+pub fn backoff(retry: &RetrySettings, attempts: u32) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(32);
+    let ceiling = retry
+        .initial
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(retry.max);
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+struct Finished {
+    delivery: i64,
+    sink: usize,
+    attempts_before: u32,
+    attempt: Attempt,
+}
+
+/// Give each sink seen for the first time a cursor at the newest stored event, before the
+/// listener takes events: a new sink gets what arrives from now on, and history only on
+/// request (`voltd events replay`).
+pub async fn prepare(store: &Store, sinks: &[ForwardSettings]) -> Result<(), StoreError> {
+    let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+    store.start_forward_cursors(&names).await
+}
+
+/// Run until `stop`: queue new events, deliver due ones within each sink's concurrency,
+/// record every outcome. Attempts still running at stop are abandoned and stay pending.
+pub async fn run(
+    store: Store,
+    sinks: Vec<ForwardSettings>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
+    // awc clients are tied to this thread, so the sinks are shared with `Rc`.
+    let sinks: Vec<Rc<Sink>> = sinks.into_iter().map(|s| Rc::new(Sink::new(s))).collect();
+    let mut in_flight_per_sink = vec![0usize; sinks.len()];
+    let mut in_flight: HashSet<i64> = HashSet::new();
+    let mut attempts: JoinSet<Finished> = JoinSet::new();
+    let mut last_sample: Option<Instant> = None;
+    tracing::info!(sinks = ?names, "Forwarding stored events");
+    while !stop.is_cancelled() {
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let queued = store
+            .queue_new_events(&name_refs, QUEUE_BATCH, |sink, event| {
+                sinks
+                    .iter()
+                    .find(|s| s.settings.name == sink)
+                    .is_some_and(|s| s.settings.wants(event))
+            })
+            .await;
+        if let Err(e) = queued {
+            tracing::warn!(error = %e, "Cannot queue new events for forwarding; will retry");
+        }
+        for (index, sink) in sinks.iter().enumerate() {
+            let free = sink.settings.max_concurrency - in_flight_per_sink[index];
+            if free == 0 {
+                continue;
+            }
+            let limit = u32::try_from(free + in_flight_per_sink[index]).unwrap_or(u32::MAX);
+            let due = match store
+                .due_deliveries(&sink.settings.name, Utc::now(), limit)
+                .await
+            {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot read due deliveries; will retry");
+                    break;
+                }
+            };
+            let startable: Vec<_> = due
+                .into_iter()
+                .filter(|d| !in_flight.contains(&d.id))
+                .take(free)
+                .collect();
+            for delivery in startable {
+                in_flight.insert(delivery.id);
+                in_flight_per_sink[index] += 1;
+                let (sink, store) = (sink.clone(), store.clone());
+                attempts.spawn_local(async move {
+                    let attempt = match store.event(delivery.event_id).await {
+                        Ok(Some(event)) => sink.deliver(&event).await,
+                        Ok(None) => Attempt::Failed(
+                            "the event is no longer stored (retention removed it)".to_owned(),
+                        ),
+                        Err(e) => Attempt::Failed(format!("cannot read the event: {e}")),
+                    };
+                    Finished {
+                        delivery: delivery.id,
+                        sink: index,
+                        attempts_before: delivery.attempts,
+                        attempt,
+                    }
+                });
+            }
+        }
+        if last_sample.is_none_or(|at| at.elapsed() >= BACKLOG_SAMPLE_INTERVAL) {
+            last_sample = Some(Instant::now());
+            sample_backlog(&store, &metrics).await;
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
+                let mut next = Some(joined);
+                while let Some(joined) = next {
+                    match joined {
+                        Ok(finished) => {
+                            in_flight.remove(&finished.delivery);
+                            in_flight_per_sink[finished.sink] -= 1;
+                            let settings = &sinks[finished.sink].settings;
+                            if let Err(e) = record(&store, &metrics, settings, finished).await {
+                                tracing::warn!(error = %e, "Cannot record a delivery outcome; it will be retried");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "A delivery attempt panicked"),
+                    }
+                    next = attempts.try_join_next();
+                }
+            }
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+    attempts.shutdown().await;
+}
+
+async fn record(
+    store: &Store,
+    metrics: &Metrics,
+    sink: &ForwardSettings,
+    finished: Finished,
+) -> Result<(), StoreError> {
+    let attempts = finished.attempts_before + 1;
+    match finished.attempt {
+        Attempt::Delivered => {
+            metrics.delivery_attempt(&sink.name, true);
+            metrics.delivery_finished(&sink.name, "delivered");
+            store.mark_delivered(finished.delivery).await?;
+            tracing::debug!(
+                sink = sink.name,
+                delivery = finished.delivery,
+                attempts,
+                "Delivered"
+            );
+        }
+        Attempt::Failed(error) if attempts >= sink.retry.max_attempts => {
+            metrics.delivery_attempt(&sink.name, false);
+            metrics.delivery_finished(&sink.name, "dead");
+            store.mark_failed(finished.delivery, &error, None).await?;
+            tracing::warn!(
+                sink = sink.name,
+                delivery = finished.delivery,
+                attempts,
+                error,
+                "Delivery abandoned after {attempts} attempts; `voltd deliveries list --status dead` \
+                 lists it and `voltd events replay` can send it again"
+            );
+        }
+        Attempt::Failed(error) => {
+            metrics.delivery_attempt(&sink.name, false);
+            let wait = backoff(&sink.retry, attempts);
+            let retry_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            store
+                .mark_failed(finished.delivery, &error, Some(retry_at))
+                .await?;
+            tracing::info!(
+                sink = sink.name,
+                delivery = finished.delivery,
+                attempts,
+                error,
+                retry_in_ms = wait.as_millis() as u64,
+                "Delivery failed; will retry"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn sample_backlog(store: &Store, metrics: &Metrics) {
+    match store.delivery_backlog().await {
+        Ok(backlog) => {
+            let age = backlog.oldest.map_or(0.0, |t| {
+                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            metrics.set_delivery_backlog(backlog.pending, age);
+        }
+        Err(e) => tracing::debug!(error = %e, "Cannot sample the delivery backlog"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_metrics_are_rendered() {
+        let metrics = Metrics::new();
+        metrics.delivery_attempt("crm", false);
+        metrics.delivery_attempt("crm", true);
+        metrics.delivery_finished("crm", "delivered");
+        metrics.set_delivery_backlog(4, 2.5);
+        let text = metrics.render(0);
+        for line in [
+            r#"voltd_forward_attempts_total{sink="crm",outcome="failure"} 1"#,
+            r#"voltd_forward_deliveries_total{sink="crm",outcome="delivered"} 1"#,
+            "voltd_forward_backlog 4",
+            "voltd_forward_oldest_pending_seconds 2.5",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let retry = RetrySettings {
+            max_attempts: 10,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        for _ in 0..50 {
+            let first = backoff(&retry, 1);
+            assert!((Duration::from_millis(50)..=Duration::from_millis(100)).contains(&first));
+            let third = backoff(&retry, 3);
+            assert!((Duration::from_millis(200)..=Duration::from_millis(400)).contains(&third));
+            let late = backoff(&retry, 30);
+            assert!((Duration::from_millis(500)..=Duration::from_secs(1)).contains(&late));
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The forwarding outbox: per-sink cursors over the events table and one delivery row per
+//! (event, sink). Only the pool is used; the event writer's connection is never touched.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::queries::format_time;
+use super::{Store, StoreError};
+
+/// What a sink filter looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventHeader {
+    pub id: i64,
+    pub event_type: Option<String>,
+    pub direction: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// A pending delivery whose time has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub event_id: i64,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub event_id: i64,
+    pub sink: String,
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_error: Option<String>,
+}
+
+impl DeliveryRecord {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "event_id": self.event_id,
+            "sink": self.sink,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "last_error": self.last_error,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<String>,
+    pub sink: Option<String>,
+    pub limit: u32,
+}
+
+/// Which stored events a replay queues again.
+#[derive(Debug, Clone, Default)]
+pub struct EventSelection {
+    pub id: Option<i64>,
+    pub since: Option<DateTime<Utc>>,
+    pub event_type: Option<String>,
+}
+
+/// Pending deliveries: how many, and when the oldest was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub pending: i64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+const SELECT_HEADER: &str = "SELECT id, event_type, direction, from_number, to_number FROM events";
+const SELECT_DELIVERY: &str = "SELECT id, event_id, sink, status, attempts, next_attempt_at, \
+    created_at, updated_at, last_error FROM deliveries";
+
+impl Store {
+    /// Create a cursor at the newest stored event for each sink that has none yet.
+    pub async fn start_forward_cursors(&self, sinks: &[&str]) -> Result<(), StoreError> {
+        for sink in sinks {
+            sqlx::query(
+                "INSERT OR IGNORE INTO forward_cursors (sink, last_event_id) \
+                 SELECT ?1, COALESCE(MAX(id), 0) FROM events",
+            )
+            .bind(*sink)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Queue a delivery for each new event each sink wants, and move the sinks' cursors past
+    /// the events looked at, in one short transaction. A sink without a cursor (see
+    /// [`Store::start_forward_cursors`]) starts after the newest stored event.
+    pub async fn queue_new_events(
+        &self,
+        sinks: &[&str],
+        batch: u32,
+        wants: impl Fn(&str, &EventHeader) -> bool,
+    ) -> Result<usize, StoreError> {
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        let cursors = self.cursors().await?;
+        let behind = sinks
+            .iter()
+            .any(|sink| cursors.get(*sink).is_none_or(|last| *last < newest));
+        if !behind {
+            return Ok(0);
+        }
+        // IMMEDIATE takes the write lock up front, so the transaction cannot fail half-way
+        // on a snapshot made stale by the event writer.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for sink in sinks {
+            sqlx::query(
+                "INSERT OR IGNORE INTO forward_cursors (sink, last_event_id) \
+                 SELECT ?1, COALESCE(MAX(id), 0) FROM events",
+            )
+            .bind(*sink)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rows = sqlx::query("SELECT sink, last_event_id FROM forward_cursors")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut cursors = HashMap::new();
+        for row in rows {
+            cursors.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
+        }
+        let start = sinks
+            .iter()
+            .filter_map(|sink| cursors.get(*sink).copied())
+            .min()
+            .unwrap_or(newest);
+        let headers = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT_HEADER} WHERE id > ?1 ORDER BY id LIMIT ?2"
+        )))
+        .bind(start)
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(header_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let Some(last_seen) = headers.last().map(|h| h.id) else {
+            tx.commit().await?;
+            return Ok(0);
+        };
+        let now = format_time(Utc::now());
+        let mut queued = 0;
+        for sink in sinks {
+            let cursor = cursors.get(*sink).copied().unwrap_or(newest);
+            for header in headers.iter().filter(|h| h.id > cursor) {
+                if wants(sink, header) {
+                    insert_delivery(&mut tx, header.id, sink, &now).await?;
+                    queued += 1;
+                }
+            }
+            if cursor < last_seen {
+                sqlx::query("UPDATE forward_cursors SET last_event_id = ?2 WHERE sink = ?1")
+                    .bind(*sink)
+                    .bind(last_seen)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    async fn cursors(&self) -> Result<HashMap<String, i64>, StoreError> {
+        let rows = sqlx::query("SELECT sink, last_event_id FROM forward_cursors")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Queue a new delivery of each selected event to each sink that wants it; returns how
+    /// many were queued. Earlier deliveries are left as they are, for the record.
+    pub async fn queue_replay(
+        &self,
+        selection: &EventSelection,
+        sinks: &[&str],
+        wants: impl Fn(&str, &EventHeader) -> bool,
+    ) -> Result<usize, StoreError> {
+        let headers = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT_HEADER} WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR received_at >= ?2) \
+             AND (?3 IS NULL OR event_type = ?3) ORDER BY id"
+        )))
+        .bind(selection.id)
+        .bind(selection.since.map(format_time))
+        .bind(selection.event_type.as_deref())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(header_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let now = format_time(Utc::now());
+        let mut queued = 0;
+        // Bounded transactions keep the write lock short however much is replayed.
+        for chunk in headers.chunks(500) {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            for header in chunk {
+                for sink in sinks.iter().filter(|sink| wants(sink, header)) {
+                    insert_delivery(&mut tx, header.id, sink, &now).await?;
+                    queued += 1;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(queued)
+    }
+
+    /// Pending deliveries for `sink` due by `now`, oldest due first.
+    pub async fn due_deliveries(
+        &self,
+        sink: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, event_id, attempts FROM deliveries WHERE sink = ?1 AND status = 'pending' \
+             AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?3",
+        )
+        .bind(sink)
+        .bind(format_time(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DueDelivery {
+                    id: row.try_get(0)?,
+                    event_id: row.try_get(1)?,
+                    attempts: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_delivered(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
+             updated_at = ?2 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(format_time(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record a failed attempt: retry at `retry_at`, or give up (dead) when `None`.
+    pub async fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        sqlx::query(
+            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, \
+             updated_at = ?4, last_error = ?5 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(if retry_at.is_some() {
+            "pending"
+        } else {
+            "dead"
+        })
+        .bind(format_time(retry_at.unwrap_or(now)))
+        .bind(format_time(now))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delivery_backlog(&self) -> Result<Backlog, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest: Option<String> = row.try_get(1)?;
+        Ok(Backlog {
+            pending: row.try_get(0)?,
+            oldest: oldest
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        })
+    }
+
+    /// Deliveries, newest first.
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT_DELIVERY} WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR sink = ?2) \
+             ORDER BY id DESC LIMIT ?3"
+        )))
+        .bind(filter.status.as_deref())
+        .bind(filter.sink.as_deref())
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    /// Ids of events stored after `after`, oldest first (for following the store).
+    pub async fn event_ids_after(&self, after: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn newest_event_id(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+async fn insert_delivery(
+    tx: &mut sqlx::SqliteConnection,
+    event_id: i64,
+    sink: &str,
+    now: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO deliveries (event_id, sink, next_attempt_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?3, ?3)",
+    )
+    .bind(event_id)
+    .bind(sink)
+    .bind(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+fn header_from_row(row: &SqliteRow) -> Result<EventHeader, StoreError> {
+    Ok(EventHeader {
+        id: row.try_get(0)?,
+        event_type: row.try_get(1)?,
+        direction: row.try_get(2)?,
+        from: row.try_get(3)?,
+        to: row.try_get(4)?,
+    })
+}
+
+fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, StoreError> {
+    Ok(DeliveryRecord {
+        id: row.try_get(0)?,
+        event_id: row.try_get(1)?,
+        sink: row.try_get(2)?,
+        status: row.try_get(3)?,
+        attempts: row.try_get(4)?,
+        next_attempt_at: row.try_get(5)?,
+        created_at: row.try_get(6)?,
+        updated_at: row.try_get(7)?,
+        last_error: row.try_get(8)?,
+    })
+}
