@@ -63,6 +63,8 @@ pub async fn execute(
 
 async fn tail(store: &Store, json: bool) -> anyhow::Result<()> {
     let mut last = store.newest_event_id().await?;
+    // On stderr, so `--json` output stays pure JSON lines.
+    eprintln!("Following events stored after id {last}; Ctrl-C stops");
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {

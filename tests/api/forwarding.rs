@@ -452,3 +452,104 @@ async fn a_test_event_is_stored_and_forwarded() {
     .await;
     app.stop().await.unwrap();
 }
+
+#[actix_web::test]
+async fn a_command_that_runs_too_long_is_killed() {
+    let config = TestConfig::new();
+    let dir = config.dir.path().to_owned();
+    let program = write_script(
+        &dir,
+        "slow.sh",
+        "echo $$ > \"$(dirname \"$0\")/pid\"\nexec sleep 30\n",
+    );
+    let sink = format!(
+        "name = \"slow\"\ntype = \"command\"\nprogram = {program:?}\ntimeout_secs = 1\n\
+         max_attempts = 1\n"
+    );
+    let app = TestApp::spawn(config.extra_toml("[[forward]]", &sink)).await;
+    app.post_event(event_body("message.received", "slow-1", "x"))
+        .await
+        .outcome();
+
+    let dead = wait_for_delivery(&app.store, "a timed-out delivery", |d| d.status == "dead").await;
+    assert!(dead.last_error.unwrap().contains("killed after 1 s"));
+    let pid: i32 = std::fs::read_to_string(dir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    poll_until("the command to be gone", || {
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.contains(") Z "));
+        std::future::ready(gone.then_some(()))
+    })
+    .await;
+    app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn tail_prints_new_events_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let app = TestApp::spawn(TestConfig::new()).await;
+    app.post_event(event_body("message.received", "before-tail", "old"))
+        .await
+        .outcome();
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_voltd"))
+        .env_clear()
+        .arg("--config")
+        .arg(app.config.config_path())
+        .args(["events", "tail", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(tail.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(tail.stderr.take().unwrap()),
+    ] {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+    }
+    let seen = std::cell::RefCell::new(Vec::new());
+    let next_line = |needle: &'static str| {
+        let (seen, received) = (&seen, &received);
+        poll_until(needle, move || {
+            if let Ok(line) = received.try_recv() {
+                seen.borrow_mut().push(line);
+            }
+            let found = seen.borrow().iter().any(|l| l.contains(needle));
+            std::future::ready(found.then_some(()))
+        })
+    };
+    next_line("Ctrl-C stops").await;
+    let (_, id) = app
+        .post_event(event_body("message.received", "during-tail", "new"))
+        .await
+        .outcome();
+    next_line("during-tail").await;
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(tail.id() as i32), Signal::SIGINT).unwrap();
+    let status = poll_until("tail to exit", || {
+        std::future::ready(tail.try_wait().unwrap())
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    let seen = seen.take();
+    let events: Vec<serde_json::Value> = seen
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{seen:?}");
+    assert_eq!(events[0]["id"], id);
+    assert_eq!(events[0]["message_id"], "during-tail");
+    app.stop().await.unwrap();
+}
