@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Ingest benchmark: durable events/s, latency and peak RSS of a release voltd, next to a no-op
+# server on the same HTTP stack, and a check that every 200 is a stored row.
+#
+#   bench/ingest.sh                 # 3 runs x 10 s at 16, 64 and 256 connections
+#   BENCH_SECONDS=5 BENCH_RUNS=1 BENCH_LEVELS="64" bench/ingest.sh
+#
+# Prints a markdown table of medians; exits non-zero if stored rows != acknowledged events.
+set -euo pipefail
+
+seconds=${BENCH_SECONDS:-10}
+runs=${BENCH_RUNS:-3}
+levels=${BENCH_LEVELS:-16 64 256}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+echo "Building (release)..." >&2
+cargo build --release --locked --bin voltd >&2
+cargo build --release --locked --manifest-path bench/Cargo.toml \
+    --target-dir "$root/bench/target" >&2
+voltd_bin=${CARGO_TARGET_DIR:-$root/target}/release/voltd
+loadgen=$root/bench/target/release/loadgen
+noop_bin=$root/bench/target/release/noop-server
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+die() {
+    echo "bench: FAILED: $*" >&2
+    exit 1
+}
+
+count_rows() {
+    if command -v sqlite3 >/dev/null; then
+        sqlite3 "$work/voltd.db" "SELECT COUNT(*) FROM events"
+    else
+        python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM events").fetchone()[0])' "$work/voltd.db"
+    fi
+}
+
+# Wait (bounded) for a line matching $2 in file $1 and print the loopback address in it.
+wait_for_addr() {
+    local file=$1 pattern=$2 pid=$3 addr=""
+    for _ in $(seq 1 300); do
+        addr=$(grep -o "$pattern" "$file" 2>/dev/null | grep -o '127\.0\.0\.1:[0-9]*' | head -n1 || true)
+        [ -n "$addr" ] && { echo "$addr"; return 0; }
+        kill -0 "$pid" 2>/dev/null || { cat "$file" >&2; die "server exited during start-up"; }
+        sleep 0.1
+    done
+    die "server did not start within 30 s (see $file)"
+}
+
+path="/volt/bench-$(date +%s)-$$"
+cat >"$work/volt.toml" <<EOF
+[api]
+register = "never"
+
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:8080$path"
+
+[storage]
+url = "sqlite://$work/voltd.db"
+
+[admin]
+enabled = false
+EOF
+
+"$voltd_bin" --config "$work/volt.toml" run 2>"$work/voltd.log" &
+voltd_pid=$!
+pids+=("$voltd_pid")
+voltd_addr=$(wait_for_addr "$work/voltd.log" 'Receiving webhook events on http://[0-9.:]*' "$voltd_pid")
+
+"$noop_bin" "$path" >"$work/noop.out" 2>&1 &
+noop_pid=$!
+pids+=("$noop_pid")
+noop_addr=$(wait_for_addr "$work/noop.out" 'listening on [0-9.:]*' "$noop_pid")
+
+echo "voltd pid $voltd_pid on $voltd_addr, no-op pid $noop_pid on $noop_addr; $runs run(s) x ${seconds}s per level" >&2
+
+value() { grep "^$1=" "$2" | cut -d= -f2; }
+
+# CPU time (ns) of each voltd thread, summed by thread name: where an event's CPU goes.
+thread_cpu() {
+    for task in /proc/"$voltd_pid"/task/*; do
+        printf '%s %s\n' "$(tr ' ' _ <"$task/comm")" "$(cut -d' ' -f1 "$task/schedstat")"
+    done | awk '{ns[$1] += $2} END {for (n in ns) print n, ns[n]}' | sort
+}
+
+# One load of $seconds against a server; the result goes to $work/<name>-<level>-<run>.
+load() {
+    local name=$1 addr=$2 level=$3 run=$4 out="$work/$1-$3-$4"
+    "$loadgen" --addr "$addr" --path "$path" --connections "$level" --seconds "$seconds" \
+        --run-id "$name$run" >"$out"
+}
+
+failures=0
+for run in $(seq 1 "$runs"); do
+    for level in $levels; do
+        out="$work/voltd-$level-$run"
+        before=$(count_rows)
+        # Reset the high-water mark so each level reports its own peak.
+        echo 5 >"/proc/$voltd_pid/clear_refs" 2>/dev/null || true
+        thread_cpu >"$work/cpu-before"
+        load voltd "$voltd_addr" "$level" "$run"
+        thread_cpu >"$work/cpu-after"
+        kill -0 "$voltd_pid" 2>/dev/null || die "voltd died (see $work/voltd.log)"
+        after=$(count_rows)
+        rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$voltd_pid/status")
+        echo "rows=$((after - before))" >>"$out"
+        echo "rss_kb=$rss_kb" >>"$out"
+        acked=$(value stored "$out")
+        rows=$((after - before))
+        echo "run $run, $level connections: $(value ok_per_sec "$out") events/s," \
+            "p99 $(value p99_ms "$out") ms, acked $acked, rows $rows," \
+            "503s $(value unavailable "$out"), rss ${rss_kb} kB" >&2
+        echo "  voltd CPU per acknowledged event, by thread:" \
+            "$(join "$work/cpu-before" "$work/cpu-after" |
+                awk -v n="$acked" '{printf "%s %.1f us; ", $1, n ? ($3 - $2) / n / 1000 : 0}')" >&2
+        if [ "$rows" != "$acked" ] || [ "$(value other_ok "$out")" != 0 ] ||
+            [ "$(value other_status "$out")" != 0 ] || [ "$(value transport_errors "$out")" != 0 ]; then
+            echo "bench: MISMATCH at $level connections, run $run:" >&2
+            cat "$out" >&2
+            failures=$((failures + 1))
+        fi
+        load noop "$noop_addr" "$level" "$run"
+        echo "run $run, $level connections, no-op: $(value ok_per_sec "$work/noop-$level-$run") req/s" >&2
+    done
+done
+
+median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+maximum() { sort -g | tail -n1; }
+over_runs() { # name level key reducer
+    for run in $(seq 1 "$runs"); do value "$3" "$work/$1-$2-$run"; done | $4
+}
+total_over_runs() {
+    for run in $(seq 1 "$runs"); do value "$3" "$work/$1-$2-$run"; done | awk '{s+=$1} END {print s}'
+}
+
+echo
+echo "| connections | voltd events/s | p50 ms | p99 ms | max ms | peak RSS MB | 503s | acked = stored | no-op req/s | no-op p99 ms | voltd / no-op |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"
+for level in $levels; do
+    rate=$(over_runs voltd "$level" ok_per_sec median)
+    noop_rate=$(over_runs noop "$level" ok_per_sec median)
+    acked=$(total_over_runs voltd "$level" stored)
+    rows=$(total_over_runs voltd "$level" rows)
+    check="yes ($rows)"
+    [ "$acked" = "$rows" ] || check="**NO: $acked acked, $rows stored**"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+        "$level" "$rate" \
+        "$(over_runs voltd "$level" p50_ms median)" \
+        "$(over_runs voltd "$level" p99_ms median)" \
+        "$(over_runs voltd "$level" max_ms median)" \
+        "$(over_runs voltd "$level" rss_kb maximum | awk '{printf "%.1f", $1/1024}')" \
+        "$(total_over_runs voltd "$level" unavailable)" \
+        "$check" "$noop_rate" \
+        "$(over_runs noop "$level" p99_ms median)" \
+        "$(awk -v a="$rate" -v b="$noop_rate" 'BEGIN {printf "%.0f%%", b ? 100*a/b : 0}')"
+done
+echo
+echo "Medians of $runs run(s) of ${seconds}s each; 503s and acked/stored are totals over the runs;" \
+    "peak RSS is the highest VmHWM of the voltd process at that level."
+
+[ "$failures" = 0 ] || die "$failures load(s) where stored rows != acknowledged events"
