@@ -9,7 +9,7 @@ mod config;
 mod signing;
 mod sink;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,12 +25,14 @@ pub use signing::sign;
 pub use sink::{Attempt, Sink};
 
 use crate::metrics::Metrics;
-use crate::store::{EventHeader, Store, StoreError};
+use crate::store::{DeliveryOutcome, EventHeader, Store, StoreError};
 
 /// How often the store is checked for new events and due retries.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const QUEUE_BATCH: u32 = 500;
 const BACKLOG_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// After an attempt finishes, others finishing within this window share its commit.
+const RECORD_WINDOW: Duration = Duration::from_millis(25);
 
 impl ForwardSettings {
     pub fn wants(&self, event: &EventHeader) -> bool {
@@ -63,11 +65,12 @@ pub fn backoff(retry: &RetrySettings, attempts: u32) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
-struct Finished {
+/// A delivery being attempted.
+#[derive(Clone, Copy)]
+struct Started {
     delivery: i64,
     sink: usize,
     attempts_before: u32,
-    attempt: Attempt,
 }
 
 /// Give each sink seen for the first time a cursor at the newest stored event, before the
@@ -91,21 +94,27 @@ pub async fn run(
     let sinks: Vec<Rc<Sink>> = sinks.into_iter().map(|s| Rc::new(Sink::new(s))).collect();
     let mut in_flight_per_sink = vec![0usize; sinks.len()];
     let mut in_flight: HashSet<i64> = HashSet::new();
-    let mut attempts: JoinSet<Finished> = JoinSet::new();
+    let mut attempts: JoinSet<Attempt> = JoinSet::new();
+    let mut started: HashMap<tokio::task::Id, Started> = HashMap::new();
+    let mut last_queued: Option<Instant> = None;
     let mut last_sample: Option<Instant> = None;
     tracing::info!(sinks = ?names, "Forwarding stored events");
     while !stop.is_cancelled() {
-        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let queued = store
-            .queue_new_events(&name_refs, QUEUE_BATCH, |sink, event| {
-                sinks
-                    .iter()
-                    .find(|s| s.settings.name == sink)
-                    .is_some_and(|s| s.settings.wants(event))
-            })
-            .await;
-        if let Err(e) = queued {
-            tracing::warn!(error = %e, "Cannot queue new events for forwarding; will retry");
+        // Completions wake the loop often; new events are looked for at the poll rate only.
+        if last_queued.is_none_or(|at| at.elapsed() >= POLL_INTERVAL) {
+            last_queued = Some(Instant::now());
+            let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let queued = store
+                .queue_new_events(&name_refs, QUEUE_BATCH, |sink, event| {
+                    sinks
+                        .iter()
+                        .find(|s| s.settings.name == sink)
+                        .is_some_and(|s| s.settings.wants(event))
+                })
+                .await;
+            if let Err(e) = queued {
+                tracing::warn!(error = %e, "Cannot queue new events for forwarding; will retry");
+            }
         }
         for (index, sink) in sinks.iter().enumerate() {
             let free = sink.settings.max_concurrency - in_flight_per_sink[index];
@@ -132,21 +141,23 @@ pub async fn run(
                 in_flight.insert(delivery.id);
                 in_flight_per_sink[index] += 1;
                 let (sink, store) = (sink.clone(), store.clone());
-                attempts.spawn_local(async move {
-                    let attempt = match store.event(delivery.event_id).await {
+                let task = attempts.spawn_local(async move {
+                    match store.event(delivery.event_id).await {
                         Ok(Some(event)) => sink.deliver(&event).await,
                         Ok(None) => Attempt::Failed(
                             "the event is no longer stored (retention removed it)".to_owned(),
                         ),
                         Err(e) => Attempt::Failed(format!("cannot read the event: {e}")),
-                    };
-                    Finished {
+                    }
+                });
+                started.insert(
+                    task.id(),
+                    Started {
                         delivery: delivery.id,
                         sink: index,
                         attempts_before: delivery.attempts,
-                        attempt,
-                    }
-                });
+                    },
+                );
             }
         }
         if last_sample.is_none_or(|at| at.elapsed() >= BACKLOG_SAMPLE_INTERVAL) {
@@ -155,21 +166,36 @@ pub async fn run(
         }
         tokio::select! {
             () = stop.cancelled() => break,
-            Some(joined) = attempts.join_next(), if !attempts.is_empty() => {
-                let mut next = Some(joined);
-                while let Some(joined) = next {
-                    match joined {
-                        Ok(finished) => {
-                            in_flight.remove(&finished.delivery);
-                            in_flight_per_sink[finished.sink] -= 1;
-                            let settings = &sinks[finished.sink].settings;
-                            if let Err(e) = record(&store, &metrics, settings, finished).await {
-                                tracing::warn!(error = %e, "Cannot record a delivery outcome; it will be retried");
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "A delivery attempt panicked"),
+            Some(joined) = attempts.join_next_with_id(), if !attempts.is_empty() => {
+                let mut finished = vec![joined];
+                let window = tokio::time::sleep(RECORD_WINDOW);
+                tokio::pin!(window);
+                while !attempts.is_empty() {
+                    tokio::select! {
+                        Some(joined) = attempts.join_next_with_id() => finished.push(joined),
+                        () = &mut window => break,
                     }
-                    next = attempts.try_join_next();
+                }
+                let mut outcomes = Vec::with_capacity(finished.len());
+                for joined in finished {
+                    let (id, attempt) = match joined {
+                        Ok((id, attempt)) => (id, attempt),
+                        Err(e) => (e.id(), Attempt::Failed(format!("the attempt failed: {e}"))),
+                    };
+                    let Some(attempt_of) = started.remove(&id) else { continue };
+                    let settings = &sinks[attempt_of.sink].settings;
+                    outcomes.push((attempt_of, decide(&metrics, settings, attempt_of, attempt)));
+                }
+                let rows: Vec<(i64, DeliveryOutcome)> =
+                    outcomes.iter().map(|(s, o)| (s.delivery, o.clone())).collect();
+                if let Err(e) = store.record_outcomes(&rows).await {
+                    // Still pending in the store, so they are attempted again.
+                    tracing::warn!(error = %e, "Cannot record delivery outcomes; they will be retried");
+                }
+                // Only now may the due query return them again.
+                for (attempt_of, _) in outcomes {
+                    in_flight.remove(&attempt_of.delivery);
+                    in_flight_per_sink[attempt_of.sink] -= 1;
                 }
             }
             () = tokio::time::sleep(POLL_INTERVAL) => {}
@@ -178,56 +204,50 @@ pub async fn run(
     attempts.shutdown().await;
 }
 
-async fn record(
-    store: &Store,
+/// What a finished attempt means for its delivery; logs and counts it.
+fn decide(
     metrics: &Metrics,
     sink: &ForwardSettings,
-    finished: Finished,
-) -> Result<(), StoreError> {
-    let attempts = finished.attempts_before + 1;
-    match finished.attempt {
+    started: Started,
+    attempt: Attempt,
+) -> DeliveryOutcome {
+    let attempts = started.attempts_before + 1;
+    let delivery = started.delivery;
+    match attempt {
         Attempt::Delivered => {
             metrics.delivery_attempt(&sink.name, true);
             metrics.delivery_finished(&sink.name, "delivered");
-            store.mark_delivered(finished.delivery).await?;
-            tracing::debug!(
-                sink = sink.name,
-                delivery = finished.delivery,
-                attempts,
-                "Delivered"
-            );
+            tracing::debug!(sink = sink.name, delivery, attempts, "Delivered");
+            DeliveryOutcome::Delivered
         }
         Attempt::Failed(error) if attempts >= sink.retry.max_attempts => {
             metrics.delivery_attempt(&sink.name, false);
             metrics.delivery_finished(&sink.name, "dead");
-            store.mark_failed(finished.delivery, &error, None).await?;
             tracing::warn!(
                 sink = sink.name,
-                delivery = finished.delivery,
+                delivery,
                 attempts,
                 error,
                 "Delivery abandoned after {attempts} attempts; `voltd deliveries list --status dead` \
                  lists it and `voltd events replay` can send it again"
             );
+            DeliveryOutcome::Dead { error }
         }
         Attempt::Failed(error) => {
             metrics.delivery_attempt(&sink.name, false);
             let wait = backoff(&sink.retry, attempts);
-            let retry_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-            store
-                .mark_failed(finished.delivery, &error, Some(retry_at))
-                .await?;
             tracing::info!(
                 sink = sink.name,
-                delivery = finished.delivery,
+                delivery,
                 attempts,
                 error,
                 retry_in_ms = wait.as_millis() as u64,
                 "Delivery failed; will retry"
             );
+            let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            DeliveryOutcome::Retry { at, error }
         }
     }
-    Ok(())
 }
 
 async fn sample_backlog(store: &Store, metrics: &Metrics) {

@@ -72,6 +72,14 @@ pub struct EventSelection {
     pub event_type: Option<String>,
 }
 
+/// What an attempt means for its delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retry { at: DateTime<Utc>, error: String },
+    Dead { error: String },
+}
+
 /// Pending deliveries: how many, and when the oldest was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Backlog {
@@ -249,41 +257,37 @@ impl Store {
             .collect()
     }
 
-    pub async fn mark_delivered(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
-             updated_at = ?2 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(format_time(Utc::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Record a failed attempt: retry at `retry_at`, or give up (dead) when `None`.
-    pub async fn mark_failed(
+    /// Record the outcome of finished attempts in one transaction (one commit for many
+    /// outcomes keeps the write lock free for the event writer).
+    pub async fn record_outcomes(
         &self,
-        id: i64,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
+        outcomes: &[(i64, DeliveryOutcome)],
     ) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
         let now = Utc::now();
-        sqlx::query(
-            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3, \
-             updated_at = ?4, last_error = ?5 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(if retry_at.is_some() {
-            "pending"
-        } else {
-            "dead"
-        })
-        .bind(format_time(retry_at.unwrap_or(now)))
-        .bind(format_time(now))
-        .bind(error)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (id, outcome) in outcomes {
+            let (status, next_attempt_at, error) = match outcome {
+                DeliveryOutcome::Delivered => ("delivered", now, None),
+                DeliveryOutcome::Retry { at, error } => ("pending", *at, Some(error.as_str())),
+                DeliveryOutcome::Dead { error } => ("dead", now, Some(error.as_str())),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = ?2, attempts = attempts + 1, \
+                 next_attempt_at = ?3, updated_at = ?4, last_error = COALESCE(?5, last_error) \
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(format_time(next_attempt_at))
+            .bind(format_time(now))
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

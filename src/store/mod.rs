@@ -15,7 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, SqlitePool};
 
 pub use deliveries::{
-    Backlog, DeliveryFilter, DeliveryRecord, DueDelivery, EventHeader, EventSelection,
+    Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
+    EventSelection,
 };
 pub use queries::{EventFilter, Registration};
 pub use writer::{EventWriter, WriteError, WriterTask};
