@@ -169,7 +169,7 @@ impl Application {
 
         let metrics = admin_state.metrics.clone();
         if !settings.forward.is_empty() {
-            background.push(actix_web::rt::spawn(crate::forward::run(
+            background.push(actix_web::rt::spawn(crate::forward::run_on_own_thread(
                 store.clone(),
                 settings.forward.clone(),
                 metrics.clone(),

@@ -81,6 +81,30 @@ pub async fn prepare(store: &Store, sinks: &[ForwardSettings]) -> Result<(), Sto
     store.start_forward_cursors(&names).await
 }
 
+/// [`run`] on a thread of its own, with its own runtime, so delivery work never competes
+/// with the event writer and the HTTP workers for their thread. The returned future ends when
+/// the task has stopped.
+pub fn run_on_own_thread(
+    store: Store,
+    sinks: Vec<ForwardSettings>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> impl Future<Output = ()> + Send {
+    let (stopped, on_stop) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("voltd-forward".to_owned())
+        .spawn(move || {
+            actix_web::rt::System::new().block_on(run(store, sinks, metrics, stop));
+            drop(stopped);
+        });
+    if let Err(e) = &spawned {
+        tracing::error!(error = %e, "Cannot start the forwarding thread; events are not forwarded");
+    }
+    async move {
+        let _ = on_stop.await;
+    }
+}
+
 /// Run until `stop`: queue new events, deliver due ones within each sink's concurrency,
 /// record every outcome. Attempts still running at stop are abandoned and stay pending.
 pub async fn run(
@@ -98,13 +122,20 @@ pub async fn run(
     let mut started: HashMap<tokio::task::Id, Started> = HashMap::new();
     let mut last_queued: Option<Instant> = None;
     let mut last_sample: Option<Instant> = None;
+    let mut outbox = match store.open_outbox().await {
+        Ok(outbox) => outbox,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot open the store for forwarding; events are not forwarded");
+            return;
+        }
+    };
     tracing::info!(sinks = ?names, "Forwarding stored events");
     while !stop.is_cancelled() {
         // Completions wake the loop often; new events are looked for at the poll rate only.
         if last_queued.is_none_or(|at| at.elapsed() >= POLL_INTERVAL) {
             last_queued = Some(Instant::now());
             let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let queued = store
+            let queued = outbox
                 .queue_new_events(&name_refs, QUEUE_BATCH, |sink, event| {
                     sinks
                         .iter()
@@ -188,7 +219,7 @@ pub async fn run(
                 }
                 let rows: Vec<(i64, DeliveryOutcome)> =
                     outcomes.iter().map(|(s, o)| (s.delivery, o.clone())).collect();
-                if let Err(e) = store.record_outcomes(&rows).await {
+                if let Err(e) = outbox.record_outcomes(&rows).await {
                     // Still pending in the store, so they are attempted again.
                     tracing::warn!(error = %e, "Cannot record delivery outcomes; they will be retried");
                 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::sqlite::SqliteSynchronous;
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqliteConnection};
 
 use super::queries::format_time;
 use super::{Store, StoreError};
@@ -106,94 +107,6 @@ impl Store {
         Ok(())
     }
 
-    /// Queue a delivery for each new event each sink wants, and move the sinks' cursors past
-    /// the events looked at, in one short transaction. A sink without a cursor (see
-    /// [`Store::start_forward_cursors`]) starts after the newest stored event.
-    pub async fn queue_new_events(
-        &self,
-        sinks: &[&str],
-        batch: u32,
-        wants: impl Fn(&str, &EventHeader) -> bool,
-    ) -> Result<usize, StoreError> {
-        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-            .fetch_one(&self.pool)
-            .await?;
-        let cursors = self.cursors().await?;
-        let behind = sinks
-            .iter()
-            .any(|sink| cursors.get(*sink).is_none_or(|last| *last < newest));
-        if !behind {
-            return Ok(0);
-        }
-        // IMMEDIATE takes the write lock up front, so the transaction cannot fail half-way
-        // on a snapshot made stale by the event writer.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for sink in sinks {
-            sqlx::query(
-                "INSERT OR IGNORE INTO forward_cursors (sink, last_event_id) \
-                 SELECT ?1, COALESCE(MAX(id), 0) FROM events",
-            )
-            .bind(*sink)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let rows = sqlx::query("SELECT sink, last_event_id FROM forward_cursors")
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut cursors = HashMap::new();
-        for row in rows {
-            cursors.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
-        }
-        let start = sinks
-            .iter()
-            .filter_map(|sink| cursors.get(*sink).copied())
-            .min()
-            .unwrap_or(newest);
-        let headers = sqlx::query(AssertSqlSafe(format!(
-            "{SELECT_HEADER} WHERE id > ?1 ORDER BY id LIMIT ?2"
-        )))
-        .bind(start)
-        .bind(i64::from(batch))
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(header_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-        let Some(last_seen) = headers.last().map(|h| h.id) else {
-            tx.commit().await?;
-            return Ok(0);
-        };
-        let now = format_time(Utc::now());
-        let mut queued = 0;
-        for sink in sinks {
-            let cursor = cursors.get(*sink).copied().unwrap_or(newest);
-            for header in headers.iter().filter(|h| h.id > cursor) {
-                if wants(sink, header) {
-                    insert_delivery(&mut tx, header.id, sink, &now).await?;
-                    queued += 1;
-                }
-            }
-            if cursor < last_seen {
-                sqlx::query("UPDATE forward_cursors SET last_event_id = ?2 WHERE sink = ?1")
-                    .bind(*sink)
-                    .bind(last_seen)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(queued)
-    }
-
-    async fn cursors(&self) -> Result<HashMap<String, i64>, StoreError> {
-        let rows = sqlx::query("SELECT sink, last_event_id FROM forward_cursors")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect()
-    }
-
     /// Queue a new delivery of each selected event to each sink that wants it; returns how
     /// many were queued. Earlier deliveries are left as they are, for the record.
     pub async fn queue_replay(
@@ -257,40 +170,6 @@ impl Store {
             .collect()
     }
 
-    /// Record the outcome of finished attempts in one transaction (one commit for many
-    /// outcomes keeps the write lock free for the event writer).
-    pub async fn record_outcomes(
-        &self,
-        outcomes: &[(i64, DeliveryOutcome)],
-    ) -> Result<(), StoreError> {
-        if outcomes.is_empty() {
-            return Ok(());
-        }
-        let now = Utc::now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for (id, outcome) in outcomes {
-            let (status, next_attempt_at, error) = match outcome {
-                DeliveryOutcome::Delivered => ("delivered", now, None),
-                DeliveryOutcome::Retry { at, error } => ("pending", *at, Some(error.as_str())),
-                DeliveryOutcome::Dead { error } => ("dead", now, Some(error.as_str())),
-            };
-            sqlx::query(
-                "UPDATE deliveries SET status = ?2, attempts = attempts + 1, \
-                 next_attempt_at = ?3, updated_at = ?4, last_error = COALESCE(?5, last_error) \
-                 WHERE id = ?1",
-            )
-            .bind(id)
-            .bind(status)
-            .bind(format_time(next_attempt_at))
-            .bind(format_time(now))
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     pub async fn delivery_backlog(&self) -> Result<Backlog, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'",
@@ -340,6 +219,151 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+}
+
+/// The delivery task's own connection, for its writes. It commits with `synchronous =
+/// NORMAL`: no fsync per commit, so the write lock is released at once for the event writer.
+/// WAL keeps every commit atomic; a power cut can only roll back the latest outcomes or
+/// queued deliveries together with their cursor move, which means sending again, never
+/// skipping an event.
+pub struct Outbox {
+    conn: SqliteConnection,
+}
+
+impl Store {
+    pub async fn open_outbox(&self) -> Result<Outbox, StoreError> {
+        let conn = self
+            .options
+            .clone()
+            .synchronous(SqliteSynchronous::Normal)
+            .connect()
+            .await?;
+        Ok(Outbox { conn })
+    }
+}
+
+impl Outbox {
+    /// Queue a delivery for each new event each sink wants, and move the sinks' cursors past
+    /// the events looked at, in one short transaction. A sink without a cursor (see
+    /// [`Store::start_forward_cursors`]) starts after the newest stored event.
+    pub async fn queue_new_events(
+        &mut self,
+        sinks: &[&str],
+        batch: u32,
+        wants: impl Fn(&str, &EventHeader) -> bool,
+    ) -> Result<usize, StoreError> {
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&mut self.conn)
+            .await?;
+        let cursors = self.cursors().await?;
+        let behind = sinks
+            .iter()
+            .any(|sink| cursors.get(*sink).is_none_or(|last| *last < newest));
+        if !behind {
+            return Ok(0);
+        }
+        // IMMEDIATE takes the write lock up front, so the transaction cannot fail half-way
+        // on a snapshot made stale by the event writer.
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        for sink in sinks {
+            sqlx::query(
+                "INSERT OR IGNORE INTO forward_cursors (sink, last_event_id) \
+                 SELECT ?1, COALESCE(MAX(id), 0) FROM events",
+            )
+            .bind(*sink)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rows = sqlx::query("SELECT sink, last_event_id FROM forward_cursors")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut cursors = HashMap::new();
+        for row in rows {
+            cursors.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
+        }
+        let start = sinks
+            .iter()
+            .filter_map(|sink| cursors.get(*sink).copied())
+            .min()
+            .unwrap_or(newest);
+        let headers = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT_HEADER} WHERE id > ?1 ORDER BY id LIMIT ?2"
+        )))
+        .bind(start)
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(header_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let Some(last_seen) = headers.last().map(|h| h.id) else {
+            tx.commit().await?;
+            return Ok(0);
+        };
+        let now = format_time(Utc::now());
+        let mut queued = 0;
+        for sink in sinks {
+            let cursor = cursors.get(*sink).copied().unwrap_or(newest);
+            for header in headers.iter().filter(|h| h.id > cursor) {
+                if wants(sink, header) {
+                    insert_delivery(&mut tx, header.id, sink, &now).await?;
+                    queued += 1;
+                }
+            }
+            if cursor < last_seen {
+                sqlx::query("UPDATE forward_cursors SET last_event_id = ?2 WHERE sink = ?1")
+                    .bind(*sink)
+                    .bind(last_seen)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    async fn cursors(&mut self) -> Result<HashMap<String, i64>, StoreError> {
+        let rows = sqlx::query("SELECT sink, last_event_id FROM forward_cursors")
+            .fetch_all(&mut self.conn)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Record the outcome of finished attempts in one transaction (one commit for many
+    /// outcomes keeps the write lock free for the event writer).
+    pub async fn record_outcomes(
+        &mut self,
+        outcomes: &[(i64, DeliveryOutcome)],
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        for (id, outcome) in outcomes {
+            let (status, next_attempt_at, error) = match outcome {
+                DeliveryOutcome::Delivered => ("delivered", now, None),
+                DeliveryOutcome::Retry { at, error } => ("pending", *at, Some(error.as_str())),
+                DeliveryOutcome::Dead { error } => ("dead", now, Some(error.as_str())),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = ?2, attempts = attempts + 1, \
+                 next_attempt_at = ?3, updated_at = ?4, last_error = COALESCE(?5, last_error) \
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(format_time(next_attempt_at))
+            .bind(format_time(now))
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use sqlx::{ConnectOptions, SqlitePool};
 
 pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
-    EventSelection,
+    EventSelection, Outbox,
 };
 pub use queries::{EventFilter, Registration};
 pub use writer::{EventWriter, WriteError, WriterTask};
