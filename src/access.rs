@@ -77,7 +77,10 @@ pub async fn enforce(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let policy = request.app_data::<web::Data<AccessPolicy>>().cloned();
     let (Some(policy), Some(peer)) = (policy, request.peer_addr()) else {
-        return next.call(request).await.map(ServiceResponse::map_into_boxed_body);
+        return next
+            .call(request)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
     };
     let forwarded_for = request
         .headers()
@@ -86,7 +89,10 @@ pub async fn enforce(
     let client = policy.client_ip(peer.ip(), forwarded_for);
     request.extensions_mut().insert(ClientIp(client));
     if policy.allows(client) {
-        return next.call(request).await.map(ServiceResponse::map_into_boxed_body);
+        return next
+            .call(request)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
     }
     policy.metrics.rejected(Rejection::address);
     if let Some(suppressed) = policy.warnings.permit() {
@@ -113,15 +119,24 @@ mod tests {
     #[test]
     fn forwarded_for_is_ignored_from_untrusted_peers() {
         let p = policy(&[], &["10.0.0.0/8"]);
-        assert_eq!(p.client_ip(ip("203.0.113.9"), Some("198.51.100.1")), ip("203.0.113.9"));
+        assert_eq!(
+            p.client_ip(ip("203.0.113.9"), Some("198.51.100.1")),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
     fn right_most_untrusted_hop_is_the_client() {
         let p = policy(&[], &["10.0.0.0/8", "127.0.0.1/32"]);
         let header = "1.1.1.1, 198.51.100.7, 10.1.2.3";
-        assert_eq!(p.client_ip(ip("127.0.0.1"), Some(header)), ip("198.51.100.7"));
-        assert_eq!(p.client_ip(ip("127.0.0.1"), Some("garbage")), ip("127.0.0.1"));
+        assert_eq!(
+            p.client_ip(ip("127.0.0.1"), Some(header)),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            p.client_ip(ip("127.0.0.1"), Some("garbage")),
+            ip("127.0.0.1")
+        );
         assert_eq!(p.client_ip(ip("127.0.0.1"), None), ip("127.0.0.1"));
     }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
-use std::sync::Arc;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use url::Url;
 
 use crate::signature::VoltPublicKey;
@@ -374,7 +374,8 @@ impl Settings {
         })?;
         let public_url = parse_http_url("server.public_url", &public_url)?;
         let allow_ips = parse_networks("server.allow_ips", &raw.server.allow_ips)?;
-        let trusted_proxies = parse_networks("server.trusted_proxies", &raw.server.trusted_proxies)?;
+        let trusted_proxies =
+            parse_networks("server.trusted_proxies", &raw.server.trusted_proxies)?;
         if raw.server.request_timeout_secs == 0 {
             return Err(positive("server.request_timeout_secs"));
         }
@@ -682,7 +683,11 @@ impl fmt::Display for Settings {
             format!("[{}]", items.join(", "))
         };
         writeln!(f, "allow_ips = {}", list(&self.server.allow_ips))?;
-        writeln!(f, "trusted_proxies = {}", list(&self.server.trusted_proxies))?;
+        writeln!(
+            f,
+            "trusted_proxies = {}",
+            list(&self.server.trusted_proxies)
+        )?;
         writeln!(
             f,
             "request_timeout_secs = {}",

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::signature::Verdict;
+
 /// Fields read leniently from a Volt webhook body; all optional because Volt's body format is
 /// only partly documented and a body we cannot read is still stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub struct NewEvent {
     pub remote_addr: Option<String>,
     pub body: Vec<u8>,
     pub fields: EventFields,
+    /// The result of checking Volt's signature header on arrival.
+    pub signature: Verdict,
 }
 
 impl NewEvent {
@@ -73,6 +77,7 @@ pub struct StoredEvent {
     pub remote_addr: Option<String>,
     pub body: Vec<u8>,
     pub fields: EventFields,
+    pub signature: Verdict,
 }
 
 impl StoredEvent {
@@ -93,6 +98,7 @@ impl StoredEvent {
             "text": self.fields.text,
             "content_type": self.content_type,
             "remote_addr": self.remote_addr,
+            "signature": self.signature.as_str(),
             "payload": payload,
             "body": String::from_utf8_lossy(&self.body),
         })
@@ -115,6 +121,7 @@ mod tests {
                 status: status.map(Into::into),
                 ..EventFields::default()
             },
+            signature: Verdict::Unchecked,
         }
     }
 

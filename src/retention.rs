@@ -57,6 +57,7 @@ mod tests {
             remote_addr: None,
             body: format!("aged {days} days").into_bytes(),
             fields: EventFields::default(),
+            signature: crate::signature::Verdict::Unchecked,
         }
     }
 

@@ -155,6 +155,17 @@ impl Verdict {
             Verdict::Unchecked => "unchecked",
         }
     }
+
+    /// The inverse of [`Verdict::as_str`], for values read back from the store; anything
+    /// unrecognised reads as unchecked.
+    pub fn from_stored(text: &str) -> Self {
+        match text {
+            "valid" => Verdict::Valid,
+            "invalid" => Verdict::Invalid,
+            "missing" => Verdict::Missing,
+            _ => Verdict::Unchecked,
+        }
+    }
 }
 
 impl std::fmt::Display for Verdict {

@@ -16,10 +16,11 @@ use crate::access::{self, AccessPolicy};
 use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::metrics::{Metrics, RegistrationState};
+use crate::receiver::{self, Receiver};
 use crate::store::{Registration, Store, WriterTask};
 use crate::tls::ReloadableCert;
 use crate::volt::{RetryPolicy, VoltClient, VoltError, Webhook, register_with_retry};
-use crate::{receiver, retention, systemd, watchdog};
+use crate::{retention, systemd, watchdog};
 
 /// A daemon whose store is open and whose listeners are bound and serving.
 pub struct Application {
@@ -66,9 +67,13 @@ impl Application {
         };
         let local_addr = listener.local_addr()?;
         let path = settings.server.webhook_path().to_owned();
-        let max_body = settings.server.max_body_bytes;
-        let writer = web::Data::new(writer);
-        let receiver_metrics = web::Data::from(metrics);
+        let receiver = web::Data::new(Receiver::new(
+            writer,
+            metrics,
+            settings.verify.clone(),
+            settings.server.max_body_bytes,
+            settings.server.request_timeout,
+        ));
         let tls = match &settings.server.tls {
             Some(files) => Some(ReloadableCert::load(&files.cert, &files.key)?),
             None => None,
@@ -80,11 +85,9 @@ impl Application {
         ));
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(writer.clone())
-                .app_data(receiver_metrics.clone())
                 .app_data(access.clone())
                 .wrap(from_fn(access::enforce))
-                .configure(receiver::configure(&path, max_body))
+                .configure(receiver::configure(&path, receiver.clone()))
         })
         // A slow or silent client holds only its own connection, and only this long.
         .client_request_timeout(settings.server.request_timeout)
@@ -152,6 +155,14 @@ impl Application {
             tracing::info!(listen = %addr, "Serving /healthz, /readyz and /metrics on http://{addr}");
             (server.handle(), actix_web::rt::spawn(server))
         });
+        if let Some(key) = &settings.verify.key {
+            tracing::info!(
+                mode = ?settings.verify.mode,
+                bits = key.bits(),
+                fingerprint = key.fingerprint(),
+                "Checking Volt signatures"
+            );
+        }
         for warning in settings.warnings() {
             tracing::warn!("{warning}");
         }

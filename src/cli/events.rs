@@ -83,15 +83,15 @@ fn print_list(events: &[StoredEvent], json: bool) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:>8}  {:<27}  {:<18}  {:<8}  {:<16}  {:<16}  MESSAGE_ID",
-        "ID", "RECEIVED_AT", "TYPE", "DIR", "FROM", "TO"
+        "{:>8}  {:<27}  {:<18}  {:<8}  {:<16}  {:<16}  {:<9}  MESSAGE_ID",
+        "ID", "RECEIVED_AT", "TYPE", "DIR", "FROM", "TO", "SIGNATURE"
     )?;
     for event in events {
         let f = &event.fields;
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
         writeln!(
             out,
-            "{:>8}  {:<27}  {:<18}  {:<8}  {:<16}  {:<16}  {}",
+            "{:>8}  {:<27}  {:<18}  {:<8}  {:<16}  {:<16}  {:<9}  {}",
             event.id,
             event
                 .received_at
@@ -100,6 +100,7 @@ fn print_list(events: &[StoredEvent], json: bool) -> anyhow::Result<()> {
             show(&f.direction),
             show(&f.from),
             show(&f.to),
+            event.signature.as_str(),
             show(&f.message_id),
         )?;
     }

@@ -6,6 +6,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
 use crate::event::{EventFields, StoredEvent};
+use crate::signature::Verdict;
 
 /// Which events `list` returns, newest first.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +31,7 @@ pub(super) fn format_time(t: DateTime<Utc>) -> String {
 }
 
 const SELECT_EVENT: &str = "SELECT id, received_at, content_type, remote_addr, event_type, \
-    direction, from_number, to_number, message_id, status, error_code, text, body FROM events";
+    direction, from_number, to_number, message_id, status, error_code, text, body, signature FROM events";
 
 impl Store {
     pub async fn list_events(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
@@ -134,5 +135,6 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
             text: row.try_get(11)?,
         },
         body: row.try_get(12)?,
+        signature: Verdict::from_stored(&row.try_get::<String, _>(13)?),
     })
 }

@@ -138,9 +138,9 @@ async fn commit(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
 }
 
 const COLUMNS: &str = "INSERT INTO events (received_at, content_type, remote_addr, event_type, \
-    direction, from_number, to_number, message_id, status, error_code, text, body, dedup_key) ";
+    direction, from_number, to_number, message_id, status, error_code, text, body, dedup_key, signature) ";
 
-/// Most rows in one INSERT (13 parameters a row, well under SQLite's 32,766).
+/// Most rows in one INSERT (14 parameters a row, well under SQLite's 32,766).
 const MAX_ROWS_PER_STATEMENT: usize = 512;
 
 /// Insert events durably; returns one outcome per event, in order.
@@ -235,7 +235,8 @@ async fn insert_rows(
             .push_bind(f.error_code.as_deref())
             .push_bind(f.text.as_deref())
             .push_bind(event.body.as_slice())
-            .push_bind(keys[index].as_deref());
+            .push_bind(keys[index].as_deref())
+            .push_bind(event.signature.as_str());
     });
     let result = query.build().execute(&mut *conn).await?;
     let count = rows.len() as u64;
@@ -294,6 +295,7 @@ mod tests {
                 message_id: message_id.map(Into::into),
                 ..EventFields::default()
             },
+            signature: crate::signature::Verdict::Unchecked,
         }
     }
 

@@ -56,7 +56,9 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     let started = Instant::now();
     let closed = actix_web::rt::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
         write!(stream, "POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\n").unwrap();
         let mut rest = Vec::new();
         // The server answers 408 or just closes; either way the read ends.
@@ -65,6 +67,10 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     .await
     .unwrap();
     assert!(closed, "the connection was held open");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     app.stop().await.unwrap();
 }

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, so the crate and its helpers are compiled once.
 
+mod admin;
 mod config_cli;
 mod daemon;
 mod durability;
@@ -11,5 +12,6 @@ mod limits;
 mod receiving;
 mod registration;
 mod shutdown;
+mod signatures;
 mod systemd;
 mod tls;

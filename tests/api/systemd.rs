@@ -50,7 +50,10 @@ async fn readiness_status_watchdog_and_stopping_are_reported() {
     assert!(seen.iter().any(|m| m == "STOPPING=1"), "{seen:?}");
     let ready_at = seen.iter().position(|m| m == "READY=1").unwrap();
     let first_ping = seen.iter().position(|m| m == "WATCHDOG=1").unwrap();
-    assert!(ready_at < first_ping, "watchdog pings only once ready: {seen:?}");
+    assert!(
+        ready_at < first_ping,
+        "watchdog pings only once ready: {seen:?}"
+    );
 }
 
 #[actix_web::test]

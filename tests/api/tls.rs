@@ -21,7 +21,9 @@ fn write_certificate(dir: &Path) -> Vec<u8> {
 fn client_trusting(certificate: &[u8]) -> awc::Client {
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(rustls::pki_types::CertificateDer::from(certificate.to_vec()))
+        .add(rustls::pki_types::CertificateDer::from(
+            certificate.to_vec(),
+        ))
         .unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -40,16 +42,15 @@ fn client_trusting(certificate: &[u8]) -> awc::Client {
 async fn serves_https_and_reloads_the_certificate_on_sighup() {
     let config = TestConfig::new();
     let first = write_certificate(config.dir.path());
-    let config = config.extra_toml(
-        "server",
-        "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"",
-    );
+    let config = config.extra_toml("server", "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"");
     let mut daemon = Daemon::spawn(config);
     daemon.wait_until_listening().await;
     let url = format!("https://localhost:{}{WEBHOOK_PATH}", daemon.address.port());
 
     let old_client = client_trusting(&first);
-    let reply = send(&old_client, Method::POST, &url, "over tls").await.unwrap();
+    let reply = send(&old_client, Method::POST, &url, "over tls")
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200, "{reply:?}");
 
     let second = write_certificate(daemon.config.dir.path());
@@ -63,7 +64,9 @@ async fn serves_https_and_reloads_the_certificate_on_sighup() {
     })
     .await;
     // The connection opened before the reload was not dropped.
-    let reply = send(&old_client, Method::POST, url, "old connection").await.unwrap();
+    let reply = send(&old_client, Method::POST, url, "old connection")
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200, "{reply:?}");
 
     daemon.signal(Signal::SIGTERM);
