@@ -52,6 +52,26 @@ def run(label, sync="full", dedup=True, page=4096, rows=40000, batch=64):
     print(f"| {label} | {rows / wall:.0f} | {cpu / rows * 1e6:.0f} |")
 
 
+def sync_latency(writes=300):
+    """Median time of one 4 KiB overwrite + fdatasync, which every durable commit waits for."""
+    with tempfile.TemporaryDirectory() as work:
+        fd = os.open(os.path.join(work, "sync"), os.O_RDWR | os.O_CREAT)
+        os.write(fd, b"\0" * 4096 * writes)
+        os.fsync(fd)
+        times = []
+        for i in range(writes):
+            start = time.perf_counter()
+            os.pwrite(fd, b"x" * 4096, 4096 * i)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - start)
+        os.close(fd)
+    times.sort()
+    print(f"fdatasync of a 4 KiB overwrite: median {times[len(times) // 2] * 1e3:.2f} ms, "
+          f"p90 {times[len(times) * 9 // 10] * 1e3:.2f} ms")
+    print()
+
+
+sync_latency()
 print("| variant (batches of 64 unless noted) | rows/s | CPU us/row |")
 print("|---|---:|---:|")
 run("voltd's schema and settings")
