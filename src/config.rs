@@ -39,6 +39,14 @@ pub enum ConfigError {
     Value { key: &'static str, message: String },
 }
 
+/// Whether loading reads the API token file. Commands that never call Volt (listing events,
+/// migrations) skip it, so an operator can inspect the store without access to the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    Read,
+    Skip,
+}
+
 /// When to call Volt's `registerWebhook` at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -280,13 +288,13 @@ impl ServerSettings {
 impl Settings {
     /// Find the configuration file (explicit path, `$VOLTD_CONFIG`, `./volt.toml`,
     /// `/etc/voltd/volt.toml`), then load it with the environment on top.
-    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn load(explicit: Option<&Path>, secrets: Secrets) -> Result<Self, ConfigError> {
         let path = locate(explicit)?;
         let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
             path: path.clone(),
             message: format!("cannot read the file: {e}"),
         })?;
-        Self::from_toml(&path, &text, std::env::vars())
+        Self::parse(&path, &text, std::env::vars(), secrets)
     }
 
     /// Build settings from TOML text and an explicit environment (testable without touching
@@ -295,6 +303,15 @@ impl Settings {
         path: &Path,
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::parse(path, text, env, Secrets::Read)
+    }
+
+    fn parse(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        secrets: Secrets,
     ) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -320,10 +337,10 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| invalid(describe_config_error(e)))?;
-        Self::validate(path, raw)
+        Self::validate(path, raw, secrets)
     }
 
-    fn validate(path: &Path, raw: RawSettings) -> Result<Self, ConfigError> {
+    fn validate(path: &Path, raw: RawSettings, secrets: Secrets) -> Result<Self, ConfigError> {
         let api_url = parse_http_url("api.url", &raw.api.url)?;
         let token = match (raw.api.token, &raw.api.token_file) {
             (Some(_), Some(_)) => {
@@ -333,14 +350,15 @@ impl Settings {
                 });
             }
             (Some(token), None) => Some(token),
-            (None, Some(file)) => Some(read_token_file(file)?),
+            (None, Some(file)) if secrets == Secrets::Read => Some(read_token_file(file)?),
+            (None, Some(_)) => None,
             (None, None) => None,
         };
         let token = token
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
             .map(SecretString::from);
-        if raw.api.register == RegisterMode::Always && token.is_none() {
+        if raw.api.register == RegisterMode::Always && token.is_none() && secrets == Secrets::Read {
             return Err(ConfigError::Value {
                 key: "api.register",
                 message: "is \"always\" but no token is configured; set api.token_file \

@@ -167,9 +167,7 @@ impl Application {
             tracing::warn!("{warning}");
         }
         let mut background = Vec::new();
-        if let Some(cert) = tls {
-            background.push(actix_web::rt::spawn(reload_on_sighup(cert, stop.clone())));
-        }
+        background.push(actix_web::rt::spawn(reload_on_sighup(tls, stop.clone())));
         if let Some(retention) = settings.storage.retention {
             background.push(actix_web::rt::spawn(retention::run(
                 store.clone(),
@@ -236,7 +234,9 @@ fn per_worker(total: usize) -> usize {
 }
 
 /// SIGHUP re-reads the TLS certificate and key; a bad pair is logged and the old one kept.
-async fn reload_on_sighup(cert: Arc<ReloadableCert>, stop: CancellationToken) {
+/// Without TLS the signal is acknowledged and ignored, rather than ending the process as
+/// SIGHUP does by default (`systemctl reload` must never stop the receiver).
+async fn reload_on_sighup(cert: Option<Arc<ReloadableCert>>, stop: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("Cannot listen for SIGHUP; TLS certificates will not be reloaded");
@@ -245,9 +245,10 @@ async fn reload_on_sighup(cert: Arc<ReloadableCert>, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = hangup.recv() => match cert.reload() {
-                Ok(()) => tracing::info!("TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
+            _ = hangup.recv() => match cert.as_deref().map(ReloadableCert::reload) {
+                Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+                Some(Err(e)) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
+                None => tracing::info!("SIGHUP received; nothing to reload without TLS"),
             },
         }
     }

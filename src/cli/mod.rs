@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Secrets, Settings};
 use crate::store::Store;
 use crate::tls::{ReloadableCert, TlsError};
 use crate::volt::VoltError;
@@ -79,9 +79,14 @@ pub fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref())?;
+    let command = cli.command.unwrap_or(Command::Run);
+    let secrets = match command {
+        Command::Run | Command::CheckConfig | Command::Register => Secrets::Read,
+        _ => Secrets::Skip,
+    };
+    let settings = Settings::load(cli.config.as_deref(), secrets)?;
     let system = actix_web::rt::System::new();
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Run => system.block_on(run::daemon(settings)),
         Command::CheckConfig => {
             if let Some(files) = &settings.server.tls {

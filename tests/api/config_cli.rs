@@ -123,3 +123,22 @@ async fn the_token_never_reaches_the_log_even_at_trace_level() {
     assert!(log.contains("TRACE"), "the log is as verbose as it gets");
     assert!(!log.contains(SECRET), "the token leaked into the log");
 }
+
+#[actix_web::test]
+async fn inspecting_the_store_does_not_need_the_token_file() {
+    let config = TestConfig::new().extra_toml("api", "token_file = \"/nonexistent/volt-token\"");
+    config.write(dead_port());
+    let path = config.config_path();
+    let run = |args: &'static [&'static str]| voltd(Some(&path), config.dir.path(), args);
+
+    let listed = run(&["events", "list"]).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert_eq!(run(&["migrate"]).await.code, 0);
+
+    let checked = run(&["check-config"]).await;
+    assert_eq!(checked.code, 78, "{checked:?}");
+    assert!(
+        checked.stderr.contains("/nonexistent/volt-token"),
+        "{checked:?}"
+    );
+}

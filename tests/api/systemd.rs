@@ -67,3 +67,23 @@ async fn no_notify_socket_means_no_notifications_and_no_errors() {
     assert!(!log.contains("sd_notify failed"), "{log}");
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+#[actix_web::test]
+async fn sighup_without_tls_does_not_stop_the_daemon() {
+    let mut daemon = Daemon::spawn(TestConfig::new());
+    daemon.wait_until_listening().await;
+    daemon.wait_for_log("Not registering with Volt").await;
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_for_log("nothing to reload").await;
+    let reply = crate::helpers::send(
+        &crate::helpers::http_client(std::time::Duration::from_secs(10)),
+        awc::http::Method::POST,
+        &daemon.webhook_url(),
+        "after SIGHUP",
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200);
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.exit_code().await, Some(0), "{}", daemon.log());
+}
