@@ -143,6 +143,12 @@ const COLUMNS: &str = "INSERT INTO events (received_at, content_type, remote_add
 /// Most rows in one INSERT (14 parameters a row, well under SQLite's 32,766).
 const MAX_ROWS_PER_STATEMENT: usize = 512;
 
+/// INSERTs of up to this many rows stay prepared in sqlx's statement cache (100 by default).
+/// Larger ones are prepared for their one batch: caching a statement for every batch size up
+/// to 512 rows grew the daemon by 15-20 MB under 256 connections (bench/RESULTS.md), and
+/// preparing them afresh cost no measurable CPU per event there.
+const MAX_CACHED_ROWS: usize = 64;
+
 /// Insert events durably; returns one outcome per event, in order.
 ///
 /// A batch is usually one statement, so it runs without BEGIN/COMMIT: a single statement is
@@ -238,7 +244,11 @@ async fn insert_rows(
             .push_bind(keys[index].as_deref())
             .push_bind(event.signature.as_str());
     });
-    let result = query.build().execute(&mut *conn).await?;
+    let result = query
+        .build()
+        .persistent(rows.len() <= MAX_CACHED_ROWS)
+        .execute(&mut *conn)
+        .await?;
     let count = rows.len() as u64;
     if result.rows_affected() != count {
         return Err(sqlx::Error::Protocol(format!(
