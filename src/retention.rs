@@ -67,7 +67,10 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("voltd.db").display());
         let store = Store::open(&url).await.unwrap();
         store.migrate().await.unwrap();
-        let (writer, task) = store.start_writer(16, 4).await.unwrap();
+        let (writer, task) = store
+            .start_writer(16, 4, std::sync::Arc::new(|_, _| {}))
+            .await
+            .unwrap();
         for days in [40, 31, 29, 0] {
             writer.submit(event_aged(days)).await.unwrap();
         }
@@ -94,7 +97,10 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("voltd.db").display());
         let store = Store::open(&url).await.unwrap();
         store.migrate().await.unwrap();
-        let (writer, task) = store.start_writer(4096, 512).await.unwrap();
+        let (writer, task) = store
+            .start_writer(4096, 512, std::sync::Arc::new(|_, _| {}))
+            .await
+            .unwrap();
         let mut submissions = tokio::task::JoinSet::new();
         for _ in 0..2_500 {
             let writer = writer.clone();

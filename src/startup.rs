@@ -56,10 +56,17 @@ impl Application {
         let store = Store::open(&settings.storage.url).await?;
         store.migrate().await?;
         crate::forward::prepare(&store, &settings.forward).await?;
-        let (writer, writer_task) = store
-            .start_writer(settings.storage.queue_capacity, settings.storage.max_batch)
-            .await?;
         let metrics = Metrics::new();
+        let commit_metrics = metrics.clone();
+        let (writer, writer_task) = store
+            .start_writer(
+                settings.storage.queue_capacity,
+                settings.storage.max_batch,
+                Arc::new(move |events, took| {
+                    commit_metrics.batch_committed(events, took.as_secs_f64());
+                }),
+            )
+            .await?;
         let admin_state = AdminState {
             store: store.clone(),
             writer: writer.clone(),

@@ -19,7 +19,7 @@ pub use deliveries::{
     EventSelection, Outbox,
 };
 pub use queries::{EventFilter, Registration};
-pub use writer::{EventWriter, WriteError, WriterTask};
+pub use writer::{CommitObserver, EventWriter, WriteError, WriterTask};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,9 +87,10 @@ impl Store {
         &self,
         queue_capacity: usize,
         max_batch: usize,
+        on_commit: CommitObserver,
     ) -> Result<(EventWriter, WriterTask), StoreError> {
         let conn = self.options.connect().await?;
-        Ok(writer::start(conn, queue_capacity, max_batch))
+        Ok(writer::start(conn, queue_capacity, max_batch, on_commit))
     }
 
     /// A cheap round trip proving the database answers.

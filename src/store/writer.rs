@@ -5,6 +5,8 @@
 //! event commits at once and batches grow only when events arrive faster than commits.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -74,14 +76,18 @@ impl WriterTask {
     }
 }
 
+/// Told the size and duration of every committed batch (for metrics; the store knows none).
+pub type CommitObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
+
 pub(super) fn start(
     conn: SqliteConnection,
     queue_capacity: usize,
     max_batch: usize,
+    on_commit: CommitObserver,
 ) -> (EventWriter, WriterTask) {
     let (queue, jobs) = mpsc::channel(queue_capacity);
     let stop = CancellationToken::new();
-    let handle = tokio::spawn(run(conn, jobs, max_batch, stop.clone()));
+    let handle = tokio::spawn(run(conn, jobs, max_batch, on_commit, stop.clone()));
     (EventWriter { queue }, WriterTask { stop, handle })
 }
 
@@ -89,6 +95,7 @@ async fn run(
     mut conn: SqliteConnection,
     mut jobs: mpsc::Receiver<Job>,
     max_batch: usize,
+    on_commit: CommitObserver,
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
@@ -104,7 +111,7 @@ async fn run(
         if received == 0 {
             break;
         }
-        commit(&mut conn, &mut batch).await;
+        commit(&mut conn, &mut batch, &*on_commit).await;
     }
     if let Err(e) = conn.close().await {
         tracing::warn!(error = %e, "Closing the store's write connection failed");
@@ -113,10 +120,16 @@ async fn run(
 
 /// Commit a batch and answer every job in it. If the batch as a whole fails, each event is
 /// retried in a transaction of its own so one bad event cannot fail its neighbours.
-async fn commit(conn: &mut SqliteConnection, batch: &mut Vec<Job>) {
+async fn commit(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Job>,
+    on_commit: &(dyn Fn(usize, Duration) + Send + Sync),
+) {
     let events: Vec<&NewEvent> = batch.iter().map(|job| &job.event).collect();
+    let started = Instant::now();
     match insert(conn, &events).await {
         Ok(outcomes) => {
+            on_commit(batch.len(), started.elapsed());
             for (job, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = job.reply.send(Ok(outcome));
             }

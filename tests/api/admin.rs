@@ -45,8 +45,8 @@ async fn health_readiness_and_metrics_are_served() {
         "voltd_events_duplicate_total 1",
         r#"voltd_requests_rejected_total{reason="path"} 1"#,
         r#"voltd_registration_state{state="not_required"} 1"#,
-        "voltd_store_commit_seconds_count",
-        "voltd_store_batch_events_count",
+        "voltd_store_commit_seconds_count 2",
+        "voltd_store_batch_events_count 2",
         "voltd_store_queue_depth 0",
         r#"voltd_build_info{version=""#,
     ] {
