@@ -9,6 +9,7 @@ mod fake_volt;
 mod forwarding;
 mod helpers;
 mod limits;
+mod logging;
 mod receiving;
 mod registration;
 mod shutdown;
