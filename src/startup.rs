@@ -10,6 +10,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use secrecy::SecretString;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{self, AccessPolicy};
@@ -174,7 +175,18 @@ impl Application {
             tracing::warn!("{warning}");
         }
         let mut background = Vec::new();
-        background.push(actix_web::rt::spawn(reload_on_sighup(tls, stop.clone())));
+        // Installed before anything is logged as ready, so no SIGHUP can meet the default
+        // action (terminate).
+        match signal(SignalKind::hangup()) {
+            Ok(hangup) => background.push(actix_web::rt::spawn(reload_on_sighup(
+                hangup,
+                tls,
+                stop.clone(),
+            ))),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot listen for SIGHUP; TLS certificates will not be reloaded")
+            }
+        }
         if let Some(retention) = settings.storage.retention {
             background.push(actix_web::rt::spawn(retention::run(
                 store.clone(),
@@ -243,12 +255,11 @@ fn per_worker(total: usize) -> usize {
 /// SIGHUP re-reads the TLS certificate and key; a bad pair is logged and the old one kept.
 /// Without TLS the signal is acknowledged and ignored, rather than ending the process as
 /// SIGHUP does by default (`systemctl reload` must never stop the receiver).
-async fn reload_on_sighup(cert: Option<Arc<ReloadableCert>>, stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("Cannot listen for SIGHUP; TLS certificates will not be reloaded");
-        return;
-    };
+async fn reload_on_sighup(
+    mut hangup: Signal,
+    cert: Option<Arc<ReloadableCert>>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,

@@ -1,5 +1,7 @@
 //! `voltd run` and `voltd register`.
 
+use anyhow::Context;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Settings};
@@ -14,22 +16,18 @@ pub async fn daemon(settings: Settings) -> anyhow::Result<()> {
         storage = settings.storage.url,
         "Starting voltd"
     );
-    let app = Application::build(settings).await?;
+    // Handlers go in before anything else so that no SIGTERM can meet the default action
+    // (terminate at once) while the store is being opened.
+    let term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    let int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
     let stop = CancellationToken::new();
-    actix_web::rt::spawn(stop_on_signal(stop.clone()));
+    actix_web::rt::spawn(stop_on_signal(term, int, stop.clone()));
+    let app = Application::build(settings).await?;
     app.run_until_stopped(stop).await
 }
 
 /// First SIGTERM/SIGINT: graceful stop. A second one: exit at once.
-async fn stop_on_signal(stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("Cannot install signal handlers; stop voltd with SIGKILL");
-        return;
-    };
+async fn stop_on_signal(mut term: Signal, mut int: Signal, stop: CancellationToken) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
