@@ -24,6 +24,7 @@ pub use config::{
 pub use signing::sign;
 pub use sink::{Attempt, Sink};
 
+use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::store::{DeliveryOutcome, EventHeader, Store, StoreError};
 
@@ -31,6 +32,7 @@ use crate::store::{DeliveryOutcome, EventHeader, Store, StoreError};
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const QUEUE_BATCH: u32 = 500;
 const BACKLOG_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+const STORE_WARNING_INTERVAL: Duration = Duration::from_secs(30);
 /// After an attempt finishes, others finishing within this window share its commit.
 const RECORD_WINDOW: Duration = Duration::from_millis(25);
 
@@ -129,6 +131,8 @@ pub async fn run(
             return;
         }
     };
+    // A failing database would otherwise be reported on every poll.
+    let store_warnings = LogLimiter::new(STORE_WARNING_INTERVAL);
     tracing::info!(sinks = ?names, "Forwarding stored events");
     while !stop.is_cancelled() {
         // Completions wake the loop often; new events are looked for at the poll rate only.
@@ -143,8 +147,10 @@ pub async fn run(
                         .is_some_and(|s| s.settings.wants(event))
                 })
                 .await;
-            if let Err(e) = queued {
-                tracing::warn!(error = %e, "Cannot queue new events for forwarding; will retry");
+            if let Err(e) = queued
+                && let Some(suppressed) = store_warnings.permit()
+            {
+                tracing::warn!(error = %e, suppressed, "Cannot queue new events for forwarding; will retry");
             }
         }
         for (index, sink) in sinks.iter().enumerate() {
@@ -159,7 +165,9 @@ pub async fn run(
             {
                 Ok(due) => due,
                 Err(e) => {
-                    tracing::warn!(error = %e, "Cannot read due deliveries; will retry");
+                    if let Some(suppressed) = store_warnings.permit() {
+                        tracing::warn!(error = %e, suppressed, "Cannot read due deliveries; will retry");
+                    }
                     break;
                 }
             };
@@ -221,7 +229,9 @@ pub async fn run(
                     outcomes.iter().map(|(s, o)| (s.delivery, o.clone())).collect();
                 if let Err(e) = outbox.record_outcomes(&rows).await {
                     // Still pending in the store, so they are attempted again.
-                    tracing::warn!(error = %e, "Cannot record delivery outcomes; they will be retried");
+                    if let Some(suppressed) = store_warnings.permit() {
+                        tracing::warn!(error = %e, suppressed, "Cannot record delivery outcomes; they will be retried");
+                    }
                 }
                 // Only now may the due query return them again.
                 for (attempt_of, _) in outcomes {
