@@ -1,11 +1,12 @@
-//! Deletes events older than `[storage] retention_days`, a small batch at a time.
+//! Deletes events older than `[storage] retention_days`, and forwarding's finished delivery
+//! records of the same age, a small batch at a time.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 const BATCH: u32 = 1_000;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -30,12 +31,32 @@ pub async fn sweep(
     store: &Store,
     retention: Duration,
     stop: &CancellationToken,
-) -> Result<u64, crate::store::StoreError> {
+) -> Result<u64, StoreError> {
     let cutoff =
         Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let events = in_batches(stop, || store.delete_events_before(cutoff, BATCH)).await?;
+    let deliveries = in_batches(stop, || {
+        store.delete_finished_deliveries_before(cutoff, BATCH)
+    })
+    .await?;
+    if deliveries > 0 {
+        tracing::info!(
+            deliveries,
+            "Deleted finished deliveries past the retention period"
+        );
+    }
+    Ok(events)
+}
+
+/// Repeat a batched delete until a batch comes back short, yielding in between.
+async fn in_batches<F, Fut>(stop: &CancellationToken, mut delete: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
     let mut total = 0;
     while !stop.is_cancelled() {
-        let deleted = store.delete_events_before(cutoff, BATCH).await?;
+        let deleted = delete().await?;
         total += deleted;
         if deleted < u64::from(BATCH) {
             break;

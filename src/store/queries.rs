@@ -80,6 +80,24 @@ impl Store {
         Ok(result.rows_affected())
     }
 
+    /// Delete up to `limit` delivered or dead delivery records last updated before `cutoff`;
+    /// pending ones are kept whatever their age.
+    pub async fn delete_finished_deliveries_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+             WHERE status IN ('delivered', 'dead') AND updated_at < ?1 ORDER BY id LIMIT ?2)",
+        )
+        .bind(format_time(cutoff))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     pub async fn record_registration(&self, registration: &Registration) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO registrations (webhook_id, url, registered_at, created_at, last_updated_at) \
@@ -137,4 +155,49 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
         body: row.try_get(12)?,
         signature: Verdict::from_stored(&row.try_get::<String, _>(13)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_old_finished_deliveries_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("voltd.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let old = format_time(Utc::now() - chrono::Duration::days(40));
+        let new = format_time(Utc::now());
+        for (status, updated) in [
+            ("delivered", &old),
+            ("dead", &old),
+            ("pending", &old),
+            ("delivered", &new),
+        ] {
+            sqlx::query(
+                "INSERT INTO deliveries (event_id, sink, status, next_attempt_at, created_at, \
+                 updated_at) VALUES (1, 's', ?1, ?2, ?2, ?2)",
+            )
+            .bind(status)
+            .bind(updated)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        let cutoff = Utc::now() - chrono::Duration::days(30);
+        assert_eq!(
+            store
+                .delete_finished_deliveries_before(cutoff, 1_000)
+                .await
+                .unwrap(),
+            2
+        );
+        let left: Vec<String> = sqlx::query_scalar("SELECT status FROM deliveries ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, ["pending", "delivered"]);
+        store.close().await;
+    }
 }
