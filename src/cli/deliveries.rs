@@ -33,7 +33,7 @@ pub enum DeliveriesCommand {
 }
 
 pub async fn execute(command: DeliveriesCommand, settings: Settings) -> anyhow::Result<()> {
-    let store = super::open_store(&settings).await?;
+    let store = super::open_existing_store(&settings).await?;
     let DeliveriesCommand::List {
         status,
         sink,

@@ -42,7 +42,7 @@ pub(super) fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub async fn execute(command: EventsCommand, settings: Settings) -> anyhow::Result<()> {
-    let store = super::open_store(&settings).await?;
+    let store = super::open_existing_store(&settings).await?;
     let result = match command {
         EventsCommand::List {
             limit,

@@ -120,6 +120,13 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// Open the store for a command that inspects it: it must exist already.
+async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::open_existing(&settings.storage.url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
 /// 78 for configuration and credential errors, 1 for everything else.
 fn exit_code(error: &anyhow::Error) -> u8 {
     let config_or_credential = error.chain().any(|cause| {

@@ -32,6 +32,15 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error(
+        "no database at {url} ({source}); voltd has not stored anything there yet. Check \
+         storage.url (a relative path is relative to the working directory)"
+    )]
+    Missing {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("storage.url {url:?} is not a valid SQLite URL: {source}")]
     Url {
         url: String,
@@ -56,12 +65,25 @@ impl Store {
     /// `synchronous = FULL`: a commit is on disk when it returns, which is what lets the
     /// receiver answer 200.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::connect(url, true).await
+    }
+
+    /// Open a database that must already exist: commands that only read must not leave an
+    /// empty database behind when pointed at the wrong place.
+    pub async fn open_existing(url: &str) -> Result<Self, StoreError> {
+        Self::connect(url, false).await.map_err(|e| match e {
+            StoreError::Open { url, source } => StoreError::Missing { url, source },
+            other => other,
+        })
+    }
+
+    async fn connect(url: &str, create: bool) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|source| StoreError::Url {
                 url: url.to_owned(),
                 source,
             })?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))

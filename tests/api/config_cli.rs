@@ -132,8 +132,14 @@ async fn inspecting_the_store_does_not_need_the_token_file() {
     let run = |args: &'static [&'static str]| voltd(Some(&path), config.dir.path(), args);
 
     let listed = run(&["events", "list"]).await;
-    assert_eq!(listed.code, 0, "{listed:?}");
+    assert_eq!(
+        listed.code, 1,
+        "no database yet, and none is created: {listed:?}"
+    );
+    assert!(listed.stderr.contains("no database at"), "{listed:?}");
     assert_eq!(run(&["migrate"]).await.code, 0);
+    let listed = run(&["events", "list"]).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
 
     let checked = run(&["check-config"]).await;
     assert_eq!(checked.code, 78, "{checked:?}");
