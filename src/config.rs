@@ -86,7 +86,7 @@ struct RawApi {
     url: String,
     token: Option<String>,
     token_file: Option<PathBuf>,
-    register: RegisterMode,
+    register: String,
     timeout_secs: u64,
     register_attempts: u32,
     retry_initial_ms: u64,
@@ -127,7 +127,7 @@ struct RawAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVerify {
-    mode: Option<VerifyMode>,
+    mode: Option<String>,
     public_key_file: Option<PathBuf>,
 }
 
@@ -147,7 +147,7 @@ pub enum VerifyMode {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     level: String,
-    format: LogFormat,
+    format: String,
 }
 
 const DEFAULTS: &str = r#"
@@ -321,6 +321,7 @@ impl Settings {
             .into_iter()
             .filter(|(k, _)| k.starts_with("VOLT_"))
             .collect();
+        let env_keys: Vec<String> = env.keys().cloned().collect();
         let raw: RawSettings = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
@@ -336,7 +337,7 @@ impl Settings {
             )
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| invalid(describe_config_error(e)))?;
+            .map_err(|e| invalid(describe_config_error(e, &env_keys)))?;
         Self::validate(path, raw, secrets)
     }
 
@@ -350,15 +351,50 @@ impl Settings {
                 });
             }
             (Some(token), None) => Some(token),
-            (None, Some(file)) if secrets == Secrets::Read => Some(read_token_file(file)?),
+            (None, Some(file)) if secrets == Secrets::Read => {
+                let token = read_token_file(file)?;
+                if token.trim().is_empty() {
+                    return Err(ConfigError::Value {
+                        key: "api.token_file",
+                        message: format!(
+                            "{} is empty; put the Volt API token in it",
+                            file.display()
+                        ),
+                    });
+                }
+                Some(token)
+            }
             (None, Some(_)) => None,
             (None, None) => None,
         };
-        let token = token
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .map(SecretString::from);
-        if raw.api.register == RegisterMode::Always && token.is_none() && secrets == Secrets::Read {
+        let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        if token
+            .as_deref()
+            .is_some_and(|t| t.chars().any(char::is_control))
+        {
+            return Err(ConfigError::Value {
+                key: "api.token",
+                message: "contains a line break or another control character; the token is one \
+                          line (check api.token / api.token_file / VOLT_API__TOKEN)"
+                    .into(),
+            });
+        }
+        let token = token.map(SecretString::from);
+        let register = parse_choice(
+            "api.register",
+            &raw.api.register,
+            &[
+                ("auto", RegisterMode::Auto),
+                ("always", RegisterMode::Always),
+                ("never", RegisterMode::Never),
+            ],
+        )?;
+        let log_format = parse_choice(
+            "log.format",
+            &raw.log.format,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?;
+        if register == RegisterMode::Always && token.is_none() && secrets == Secrets::Read {
             return Err(ConfigError::Value {
                 key: "api.register",
                 message: "is \"always\" but no token is configured; set api.token_file \
@@ -420,21 +456,17 @@ impl Settings {
                 Some(parse_socket_addr("admin.listen", text)?)
             }
         };
-        if !(raw.storage.url.starts_with("sqlite:")) {
+        if !raw.storage.url.starts_with("sqlite:") || !is_durable_sqlite_url(&raw.storage.url) {
             return Err(ConfigError::Value {
                 key: "storage.url",
                 message: format!(
-                    "{:?} is not supported; use \"sqlite://PATH\", such as \"sqlite:///var/lib/voltd/voltd.db\"",
+                    "{:?} is not supported; use \"sqlite://PATH\" with a file path, such as \
+                     \"sqlite:///var/lib/voltd/voltd.db\" (an in-memory database would lose every event)",
                     raw.storage.url
                 ),
             });
         }
-        if raw
-            .log
-            .level
-            .parse::<tracing_subscriber::EnvFilter>()
-            .is_err()
-        {
+        if !is_log_filter(&raw.log.level) {
             return Err(ConfigError::Value {
                 key: "log.level",
                 message: format!(
@@ -450,7 +482,7 @@ impl Settings {
                 url: api_url,
                 token,
                 token_file: raw.api.token_file,
-                register: raw.api.register,
+                register,
                 timeout: Duration::from_secs(raw.api.timeout_secs),
                 register_attempts: raw.api.register_attempts,
                 retry_initial: Duration::from_millis(raw.api.retry_initial_ms),
@@ -481,7 +513,7 @@ impl Settings {
             },
             log: LogSettings {
                 level: raw.log.level,
-                format: raw.log.format,
+                format: log_format,
             },
             forward,
         })
@@ -511,6 +543,13 @@ impl Settings {
                     .to_owned(),
             );
         }
+        if url.path().contains("change-me") {
+            warnings.push(
+                "server.public_url still has the example path segment \"change-me-...\"; \
+                 replace it with your own random string (openssl rand -hex 16)"
+                    .to_owned(),
+            );
+        }
         if loopback && self.api.should_register() {
             warnings.push(format!(
                 "server.public_url {url} points at this machine's loopback address; Volt cannot \
@@ -519,6 +558,51 @@ impl Settings {
         }
         warnings
     }
+}
+
+/// `info`, or a filter such as `info,voltd=debug,sqlx=warn`: a bare word must be a level (a
+/// typo such as "inof" would otherwise be read as a target name and silence all logging).
+fn is_log_filter(value: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |word: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word.trim()));
+    !value.trim().is_empty()
+        && value.parse::<tracing_subscriber::EnvFilter>().is_ok()
+        && value
+            .split(',')
+            .all(|directive| match directive.split_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && is_level(level),
+                None => is_level(directive),
+            })
+}
+
+/// A file path: an in-memory or path-less database would lose every event on exit.
+fn is_durable_sqlite_url(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    !path.is_empty() && !path.contains(":memory:") && !url.contains("mode=memory")
+}
+
+/// One of a fixed set of words, case-insensitively, with an error that lists them.
+fn parse_choice<T: Copy>(
+    key: &'static str,
+    value: &str,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(value.trim()))
+        .map(|(_, choice)| *choice)
+        .ok_or_else(|| ConfigError::Value {
+            key,
+            message: format!(
+                "{value:?} is not one of {}",
+                choices
+                    .iter()
+                    .map(|(name, _)| format!("\"{name}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
 }
 
 /// A segment of at least 16 characters mixing letters and digits counts as a secret.
@@ -605,7 +689,21 @@ fn validate_verify(raw: RawVerify) -> Result<VerifySettings, ConfigError> {
         })?)),
         None => None,
     };
-    let mode = raw.mode.unwrap_or(if key.is_some() {
+    let mode = raw
+        .mode
+        .map(|mode| {
+            parse_choice(
+                "verify.mode",
+                &mode,
+                &[
+                    ("off", VerifyMode::Off),
+                    ("log", VerifyMode::Log),
+                    ("enforce", VerifyMode::Enforce),
+                ],
+            )
+        })
+        .transpose()?;
+    let mode = mode.unwrap_or(if key.is_some() {
         VerifyMode::Log
     } else {
         VerifyMode::Off
@@ -655,12 +753,29 @@ fn parse_http_url(key: &'static str, value: &str) -> Result<Url, ConfigError> {
 }
 
 /// The config crate names the offending key in its own words; keep them, they are precise.
-fn describe_config_error(e: config::ConfigError) -> String {
+/// The config crate names the offending key; say whether it came from the environment, and
+/// what to do about it.
+fn describe_config_error(e: config::ConfigError, env_keys: &[String]) -> String {
     let text = e.to_string();
-    if text.contains("unknown field") {
-        format!("{text}; remove or correct that key (see the example volt.toml)")
-    } else {
-        text
+    let Some(field) = text
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+    else {
+        return text;
+    };
+    let from_env = env_keys.iter().find(|key| {
+        key.to_ascii_lowercase()
+            .trim_start_matches("volt_")
+            .ends_with(field)
+    });
+    match from_env {
+        Some(variable) => format!(
+            "unknown key `{field}` from the environment variable {variable}; variables are \
+             VOLT_<SECTION>__<KEY> with two underscores, e.g. VOLT_SERVER__LISTEN (see the \
+             example volt.toml for the keys)"
+        ),
+        None => format!("{text}; remove or correct that key (see the example volt.toml)"),
     }
 }
 
@@ -877,6 +992,61 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("server.allow_ips"), "{err}");
+    }
+
+    #[test]
+    fn choices_and_levels_are_checked_with_helpful_messages() {
+        for (text, key, hint) in [
+            (
+                "[api]\nregister = \"sometimes\"\n",
+                "api.register",
+                "\"always\"",
+            ),
+            ("[log]\nformat = \"xml\"\n", "log.format", "\"json\""),
+            ("[log]\nlevel = \"inof\"\n", "log.level", "info"),
+            (
+                "[storage]\nurl = \"sqlite::memory:\"\n",
+                "storage.url",
+                "in-memory",
+            ),
+            (
+                "[storage]\nurl = \"sqlite://\"\n",
+                "storage.url",
+                "file path",
+            ),
+        ] {
+            let err = load(&format!("{MINIMAL}{text}"), &[])
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(key) && err.contains(hint), "{text}: {err}");
+        }
+        let s = load(
+            &format!("{MINIMAL}[log]\nlevel = \"warn,voltd=debug\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.log.level, "warn,voltd=debug");
+        let s = load(MINIMAL, &[("VOLT_API__REGISTER", "Never")]).unwrap();
+        assert_eq!(s.api.register, RegisterMode::Never);
+    }
+
+    #[test]
+    fn a_token_with_a_line_break_is_refused() {
+        let err = load(MINIMAL, &[("VOLT_API__TOKEN", "line1\nline2")])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("line break"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_keys_name_the_variable() {
+        let err = load(MINIMAL, &[("VOLT_SERVER__LISTNE", "x")])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("VOLT_SERVER__LISTNE"), "{err}");
+        let err = load(MINIMAL, &[("VOLT_SERVER_LISTEN", "x")]).err().unwrap();
+        assert!(err.to_string().contains("two underscores"), "{err}");
     }
 
     #[test]
