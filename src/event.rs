@@ -19,6 +19,11 @@ pub struct EventFields {
     pub error_code: Option<String>,
 }
 
+/// Some senders start UTF-8 JSON with a byte-order mark, which JSON parsers refuse.
+pub fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
 /// An event about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -84,7 +89,7 @@ impl StoredEvent {
     /// The JSON shape of `voltd events list --json` (one line per event) and `events show`.
     pub fn to_json(&self) -> serde_json::Value {
         let payload: serde_json::Value =
-            serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null);
+            serde_json::from_slice(without_bom(&self.body)).unwrap_or(serde_json::Value::Null);
         serde_json::json!({
             "id": self.id,
             "received_at": self.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),

@@ -37,7 +37,8 @@ const KEYS: [&str; 18] = [
 
 /// Fields of a body, and whether the body was JSON at all.
 pub fn extract(body: &[u8]) -> (EventFields, bool) {
-    match serde_json::from_slice::<Body>(body) {
+    use crate::event::without_bom;
+    match serde_json::from_slice::<Body>(without_bom(body)) {
         Ok(Body(Some(top))) => (top.fields(), true),
         Ok(Body(None)) => (EventFields::default(), true),
         Err(_) => (EventFields::default(), false),
@@ -297,6 +298,13 @@ fn looks_like_event_type(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_does_not_hide_the_fields() {
+        let (f, json) = extract(b"\xEF\xBB\xBF{\"eventType\":\"message.received\"}");
+        assert!(json);
+        assert_eq!(f.event_type.as_deref(), Some("message.received"));
+    }
 
     #[test]
     fn nested_payload_snake_case() {
