@@ -273,6 +273,29 @@ fn signing_key(name: &str, secret: &str) -> Result<SecretSlice<u8>, ConfigError>
     Ok(SecretSlice::from(key))
 }
 
+/// `url` without userinfo, and with any query replaced by `?…`: both often carry credentials.
+pub fn url_without_secrets(url: &Url) -> String {
+    let mut shown = format!("{}{}", origin(url), url.path());
+    if url.query().is_some() {
+        shown.push_str("?…");
+    }
+    shown
+}
+
+/// Only `scheme://host:port`: chat webhook URLs carry their secret in the path, so this is
+/// all that errors and logs show of a sink's URL.
+pub fn origin(url: &Url) -> String {
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(host) => host.to_string(),
+        None => String::new(),
+    };
+    match url.port_or_known_default() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
 /// The sinks as `[[forward]]` TOML, secrets redacted, for `check-config`.
 pub fn display(sinks: &[ForwardSettings]) -> String {
     let mut out = String::new();
@@ -288,9 +311,10 @@ pub fn display(sinks: &[ForwardSettings]) -> String {
                 headers,
                 signing_key,
             } => {
-                let _ = writeln!(out, "type = \"http\"\nurl = {:?}", url.as_str());
-                for (header, value) in headers {
-                    let _ = writeln!(out, "headers.{header:?} = {value:?}");
+                let _ = writeln!(out, "type = \"http\"\nurl = {:?}", url_without_secrets(url));
+                // Header values are typically credentials (Authorization, API keys).
+                for header in headers.keys() {
+                    let _ = writeln!(out, "headers.{header:?} = \"[redacted]\"");
                 }
                 if signing_key
                     .as_ref()
@@ -424,6 +448,46 @@ mod tests {
         assert!(
             shown.contains("[redacted]") && !shown.contains("c2VjcmV0"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn header_values_and_url_credentials_are_redacted() {
+        let settings = load(
+            "[[forward]]\nname = \"s\"\ntype = \"http\"\n\
+             url = \"http://user:hunter2@crm.example.com:8080/hooks/in?token=qwerty\"\n\
+             headers = { Authorization = \"Bearer sk-live-123\", X-Team = \"sms\" }\n",
+        )
+        .unwrap();
+        let shown = display(&settings.forward);
+        for secret in ["hunter2", "user", "qwerty", "token", "sk-live-123", "sms"] {
+            assert!(!shown.contains(secret), "{secret} shown in\n{shown}");
+        }
+        for kept in [
+            "url = \"http://crm.example.com:8080/hooks/in?…\"",
+            "headers.\"Authorization\" = \"[redacted]\"",
+            "headers.\"X-Team\" = \"[redacted]\"",
+        ] {
+            assert!(shown.contains(kept), "{kept} missing from\n{shown}");
+        }
+    }
+
+    #[test]
+    fn origin_keeps_only_scheme_host_and_port() {
+        for (url, expected) in [
+            (
+                "https://hooks.chat.example/services/T0/B0/XyZ",
+                "https://hooks.chat.example:443",
+            ),
+            ("http://u:p@[::1]:9000/a?b=c", "http://[::1]:9000"),
+            ("http://127.0.0.1:81/", "http://127.0.0.1:81"),
+        ] {
+            assert_eq!(origin(&Url::parse(url).unwrap()), expected);
+        }
+        let plain = Url::parse("https://crm.example.com/in").unwrap();
+        assert_eq!(
+            url_without_secrets(&plain),
+            "https://crm.example.com:443/in"
         );
     }
 

@@ -7,7 +7,10 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
 
-use super::config::{ForwardSettings, Target};
+use awc::error::{ConnectError, SendRequestError};
+use url::Url;
+
+use super::config::{ForwardSettings, Target, origin};
 use super::signing::sign;
 use crate::event::StoredEvent;
 
@@ -50,7 +53,9 @@ impl Sink {
                 Some(client),
             ) => {
                 let key = signing_key.as_ref().map(|k| k.expose_secret());
-                post(client, url.as_str(), headers, key, event).await
+                post(client, url, headers, key, event)
+                    .await
+                    .map_err(|e| format!("sink {:?}: {e}", self.settings.name))
             }
             (Target::Command { program, args }, _) => {
                 run_command(program, args, self.settings.timeout, event).await
@@ -66,13 +71,13 @@ impl Sink {
 
 async fn post(
     client: &awc::Client,
-    url: &str,
+    url: &Url,
     headers: &std::collections::BTreeMap<String, String>,
     signing_key: Option<&[u8]>,
     event: &StoredEvent,
 ) -> Result<(), String> {
     let mut request = client
-        .post(url)
+        .post(url.as_str())
         .insert_header((
             "Content-Type",
             event.content_type.as_deref().unwrap_or("application/json"),
@@ -100,7 +105,7 @@ async fn post(
     let mut response = request
         .send_body(event.body.clone())
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| format!("POST to {} failed: {}", origin(url), describe(&e)))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -109,7 +114,29 @@ async fn post(
     let detail = body
         .map(|b| truncate(&String::from_utf8_lossy(&b)))
         .unwrap_or_default();
-    Err(format!("HTTP {}: {detail}", status.as_u16()))
+    Err(format!(
+        "POST to {} answered HTTP {}: {detail}",
+        origin(url),
+        status.as_u16()
+    ))
+}
+
+/// The failure in words of our own: awc's text for some errors includes the whole URL, and
+/// this message is logged and stored where a URL's credentials must not appear.
+fn describe(error: &SendRequestError) -> String {
+    match error {
+        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
+            "no answer in time".to_owned()
+        }
+        SendRequestError::Connect(ConnectError::Io(e)) => format!("cannot connect: {e}"),
+        SendRequestError::Connect(ConnectError::Resolver(_) | ConnectError::NoRecords) => {
+            "cannot resolve the host name".to_owned()
+        }
+        SendRequestError::Connect(_) => "cannot connect".to_owned(),
+        SendRequestError::Send(e) => format!("cannot send the request: {e}"),
+        SendRequestError::Response(e) => format!("the answer is not valid HTTP: {e}"),
+        _ => "the request failed".to_owned(),
+    }
 }
 
 async fn run_command(
