@@ -4,8 +4,12 @@ use std::io::Write;
 
 use clap::{Subcommand, ValueEnum};
 
+use super::display::{field, visible};
 use crate::config::Settings;
 use crate::store::{DeliveryFilter, DeliveryRecord};
+
+/// Enough of an error to recognise it; `--json` has all of it.
+const ERROR_COLUMN_CHARS: usize = 100;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Status {
@@ -57,8 +61,9 @@ fn print(deliveries: &[DeliveryRecord], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         for delivery in deliveries {
-            writeln!(out, "{}", delivery.to_json())?;
+            writeln!(out, "{}", delivery_json(delivery))?;
         }
+        out.flush()?;
         return Ok(());
     }
     writeln!(
@@ -67,26 +72,32 @@ fn print(deliveries: &[DeliveryRecord], json: bool) -> anyhow::Result<()> {
         "ID", "EVENT", "SINK", "STATUS", "ATTEMPTS", "NEXT_ATTEMPT_AT"
     )?;
     for d in deliveries {
-        let next = if d.status == "pending" {
-            d.next_attempt_at.as_str()
-        } else {
-            "-"
-        };
-        let error: String = d
-            .last_error
-            .as_deref()
-            .unwrap_or("-")
-            .lines()
-            .next()
-            .unwrap_or("-")
+        let error: String = field(d.last_error.as_deref())
             .chars()
-            .take(100)
+            .take(ERROR_COLUMN_CHARS)
             .collect();
         writeln!(
             out,
             "{:>8}  {:>8}  {:<16}  {:<9}  {:>8}  {:<27}  {error}",
-            d.id, d.event_id, d.sink, d.status, d.attempts, next
+            d.id,
+            d.event_id,
+            visible(&d.sink),
+            visible(&d.status),
+            d.attempts,
+            field(next_attempt_at(d)),
         )?;
     }
+    out.flush()?;
     Ok(())
+}
+
+/// Only a pending delivery has a next attempt; for the others the stored time is stale.
+fn next_attempt_at(delivery: &DeliveryRecord) -> Option<&str> {
+    (delivery.status == "pending").then_some(delivery.next_attempt_at.as_str())
+}
+
+fn delivery_json(delivery: &DeliveryRecord) -> serde_json::Value {
+    let mut json = delivery.to_json();
+    json["next_attempt_at"] = next_attempt_at(delivery).into();
+    json
 }

@@ -5,6 +5,7 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
+use super::display::EventColumns;
 use crate::config::Settings;
 use crate::event::StoredEvent;
 use crate::store::EventFilter;
@@ -60,7 +61,9 @@ pub async fn execute(command: EventsCommand, settings: Settings) -> anyhow::Resu
         }
         EventsCommand::Show { id } => match store.event(id).await? {
             Some(event) => {
-                println!("{}", serde_json::to_string_pretty(&event.to_json())?);
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", serde_json::to_string_pretty(&event.to_json())?)?;
+                out.flush()?;
                 Ok(())
             }
             None => Err(anyhow::anyhow!(
@@ -79,6 +82,7 @@ fn print_list(events: &[StoredEvent], json: bool) -> anyhow::Result<()> {
         for event in events {
             writeln!(out, "{}", event.to_json())?;
         }
+        out.flush()?;
         return Ok(());
     }
     writeln!(
@@ -87,22 +91,13 @@ fn print_list(events: &[StoredEvent], json: bool) -> anyhow::Result<()> {
         "ID", "RECEIVED_AT", "TYPE", "DIR", "FROM", "TO", "SIGNATURE"
     )?;
     for event in events {
-        let f = &event.fields;
-        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        let e = EventColumns::of(event);
         writeln!(
             out,
             "{:>8}  {:<27}  {:<18}  {:<8}  {:<16}  {:<16}  {:<9}  {}",
-            event.id,
-            event
-                .received_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            show(&f.event_type),
-            show(&f.direction),
-            show(&f.from),
-            show(&f.to),
-            event.signature.as_str(),
-            show(&f.message_id),
+            e.id, e.received_at, e.event_type, e.direction, e.from, e.to, e.signature, e.message_id,
         )?;
     }
+    out.flush()?;
     Ok(())
 }

@@ -4,8 +4,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clap::Subcommand;
+use clap::{ArgGroup, Subcommand};
 
+use super::display::EventColumns;
 use crate::config::Settings;
 use crate::event::StoredEvent;
 use crate::forward::sink_wants;
@@ -22,9 +23,9 @@ pub enum FollowCommand {
         json: bool,
     },
     /// Queue stored events to be forwarded again ([[forward]] sinks, filters applied)
+    #[command(group = ArgGroup::new("events").required(true).args(["id", "since"]))]
     Replay {
         /// The event id to forward again
-        #[arg(required_unless_present = "since", conflicts_with = "since")]
         id: Option<i64>,
         /// Instead of one id: every event received at or after this time (RFC 3339)
         #[arg(long, value_parser = super::events::parse_time)]
@@ -86,21 +87,11 @@ fn print_event(event: &StoredEvent, json: bool) -> anyhow::Result<()> {
     if json {
         writeln!(out, "{}", event.to_json())?;
     } else {
-        let f = &event.fields;
-        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        let e = EventColumns::of(event);
         writeln!(
             out,
             "{} {} {} {} {} -> {} {} {}",
-            event.id,
-            event
-                .received_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            show(&f.event_type),
-            show(&f.direction),
-            show(&f.from),
-            show(&f.to),
-            show(&f.message_id),
-            show(&f.text),
+            e.id, e.received_at, e.event_type, e.direction, e.from, e.to, e.message_id, e.text,
         )?;
     }
     out.flush()?;
@@ -116,7 +107,8 @@ async fn replay(
     let sinks = &settings.forward;
     if sinks.is_empty() {
         anyhow::bail!(
-            "no [[forward]] sinks are configured in {}",
+            "no [[forward]] sinks are configured in {}, so there is nowhere to replay to; \
+             add a [[forward]] entry (see docs/forwarding.md) and restart voltd",
             settings.source.display()
         );
     }
@@ -142,9 +134,17 @@ async fn replay(
             sink_wants(sinks, sink, event)
         })
         .await?;
-    println!(
-        "Queued {queued} deliveries; a running voltd sends them within a second \
-         (`voltd deliveries list` shows their progress)"
-    );
+    let (deliveries, them) = if queued == 1 {
+        ("delivery", "it")
+    } else {
+        ("deliveries", "them")
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Queued {queued} {deliveries}; a running voltd sends {them} within a second \
+         (`voltd deliveries list` shows progress)"
+    )?;
+    out.flush()?;
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! Command line: parse, load configuration, run one command, map errors to exit codes.
 
 mod deliveries;
+mod display;
 mod events;
 mod follow;
 mod run;
 mod send_test;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -71,6 +73,8 @@ pub fn main() -> ExitCode {
     };
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader has gone (`voltd events list | head`): nothing is left to say to it.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("voltd: error: {e:#}");
             ExitCode::from(exit_code(&e))
@@ -95,14 +99,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             for warning in settings.warnings() {
                 eprintln!("warning: {warning}");
             }
-            println!("{settings}");
-            Ok(())
+            print_line(settings)
         }
         Command::Migrate => system.block_on(async {
             let store = open_store(&settings).await?;
             store.close().await;
-            println!("Migrations applied to {}", settings.storage.url);
-            Ok(())
+            print_line(format_args!(
+                "Migrations applied to {}",
+                settings.storage.url
+            ))
         }),
         Command::Register => system.block_on(run::register_once(settings)),
         Command::Events(command) => system.block_on(events::execute(command, settings)),
@@ -125,6 +130,22 @@ async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::open_existing(&settings.storage.url).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+/// Write one line of command output; a failed write is an error, never a panic.
+fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// 78 for configuration and credential errors, 1 for everything else.

@@ -54,6 +54,8 @@ pub async fn register_once(settings: Settings) -> anyhow::Result<()> {
     let result = register_and_record(&settings, &store, token, |_, _, _| {}).await;
     store.close().await;
     let webhook = result?;
-    println!("Registered webhook {} for {}", webhook.id, webhook.url);
-    Ok(())
+    super::print_line(format_args!(
+        "Registered webhook {} for {}",
+        webhook.id, webhook.url
+    ))
 }

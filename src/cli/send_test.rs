@@ -1,11 +1,13 @@
 //! `voltd send-test-event`: post a realistic Volt event to this voltd, to try the whole path
 //! (receive, store, forward) without waiting for a real message.
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::ValueEnum;
 
+use super::display::visible;
 use crate::config::Settings;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -31,8 +33,16 @@ pub async fn execute(event_type: TestEventType, settings: Settings) -> anyhow::R
         .await
         .map_err(|e| anyhow::anyhow!("cannot POST to {url}: {e}; is voltd running?"))?;
     let answer = response.body().limit(64 * 1024).await?;
-    println!("POST {url}\n{body}\n");
-    println!("{} {}", response.status(), String::from_utf8_lossy(&answer));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "POST {url}\n{body}\n")?;
+    writeln!(
+        out,
+        "{} {}",
+        response.status(),
+        visible(&String::from_utf8_lossy(&answer))
+    )?;
+    out.flush()?;
+    drop(out);
     if !response.status().is_success() {
         anyhow::bail!("voltd did not accept the test event");
     }

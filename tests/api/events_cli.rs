@@ -138,3 +138,90 @@ async fn show_prints_one_event_and_explains_a_missing_id() {
     assert!(missing.stderr.contains("events list"), "{missing:?}");
     app.stop().await.unwrap();
 }
+
+#[actix_web::test]
+async fn control_characters_from_an_event_are_shown_escaped() {
+    let app = TestApp::spawn(TestConfig::new()).await;
+    let hostile = "m\u{1b}[2J\nforged row\r\u{7}";
+    app.post_event(event_body("message.received", hostile, "hi"))
+        .await
+        .outcome();
+
+    let table = app.voltd(&["events", "list"]).await;
+
+    assert_eq!(table.code, 0, "{table:?}");
+    assert!(
+        !table.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{table:?}"
+    );
+    assert_eq!(table.stdout.lines().count(), 2, "{table:?}");
+    assert!(
+        table.stdout.contains(r"m\u{1b}[2J\nforged row\r\u{7}"),
+        "{table:?}"
+    );
+    app.stop().await.unwrap();
+}
+
+/// Run `voltd` with its stdout a pipe nobody reads any more, as under `voltd … | head -1`.
+async fn voltd_into_closed_pipe(app: &TestApp, args: &[&str]) -> (i32, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_voltd"));
+    command
+        .env_clear()
+        .arg("--config")
+        .arg(app.config.config_path())
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    let output = actix_web::rt::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let code = output.status.code().expect("voltd exited, not killed");
+    (code, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[actix_web::test]
+async fn a_reader_that_goes_away_ends_a_command_quietly() {
+    let app = TestApp::spawn(TestConfig::new()).await;
+    app.post_event(fixture("message-received.json"))
+        .await
+        .outcome();
+
+    for args in [
+        &["events", "list", "--json"][..],
+        &["events", "list"],
+        &["send-test-event"],
+        &["check-config"],
+    ] {
+        let (code, stderr) = voltd_into_closed_pipe(&app, args).await;
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("Broken pipe") && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn replay_explains_what_it_needs() {
+    let app = TestApp::spawn(TestConfig::new()).await;
+
+    let bare = app.voltd(&["events", "replay"]).await;
+    let no_sinks = app.voltd(&["events", "replay", "1"]).await;
+
+    assert_ne!(bare.code, 0, "{bare:?}");
+    assert!(
+        bare.stderr.contains("<ID") && bare.stderr.contains("--since"),
+        "{bare:?}"
+    );
+    assert_eq!(no_sinks.code, 1, "{no_sinks:?}");
+    assert!(
+        no_sinks.stderr.contains("add a [[forward]] entry")
+            && no_sinks.stderr.contains("docs/forwarding.md"),
+        "{no_sinks:?}"
+    );
+    app.stop().await.unwrap();
+}

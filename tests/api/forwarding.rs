@@ -139,15 +139,30 @@ fn write_script(dir: &Path, name: &str, body: &str) -> String {
 #[actix_web::test]
 async fn an_endpoint_that_is_down_gets_the_event_once_it_is_up() {
     let port = dead_port();
-    let url = format!("http://127.0.0.1:{port}/hook");
-    let config = TestConfig::new().extra_toml("[[forward]]", &http_sink("crm", &url, ""));
+    let url = format!("http://bot:hunter2@127.0.0.1:{port}/hook?token=qwerty");
+    let extra = "headers = { Authorization = \"Bearer sk-live-123\" }\n";
+    let config = TestConfig::new().extra_toml("[[forward]]", &http_sink("crm", &url, extra));
     let app = TestApp::spawn(config).await;
     let body = event_body("message.received", "down-up-1", "Hello");
     let (_, id) = app.post_event(body.clone()).await.outcome();
 
     let failed = wait_for_delivery(&app.store, "a failed attempt", |d| d.attempts >= 1).await;
     assert_eq!(failed.status, "pending");
-    assert!(failed.last_error.is_some(), "{failed:?}");
+    let error = failed.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("\"crm\"") && error.contains(&format!("http://127.0.0.1:{port}")),
+        "{error}"
+    );
+    let listed = app.voltd(&["deliveries", "list"]).await;
+    let checked = app.voltd(&["check-config"]).await;
+    assert_eq!(checked.code, 0, "{checked:?}");
+    assert!(checked.stdout.contains("[redacted]"), "{checked:?}");
+    for shown in [&error, &listed.stdout, &checked.stdout] {
+        for secret in ["hunter2", "bot", "qwerty", "sk-live-123", "/hook"] {
+            let allowed = secret == "/hook" && shown == &checked.stdout;
+            assert!(allowed || !shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 
     let downstream = Downstream::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap());
     let delivered = wait_for_delivery(&app.store, "delivery after retry", |d| {
@@ -205,7 +220,7 @@ async fn a_failing_command_is_retried_then_declared_dead() {
     let program = write_script(
         config.dir.path(),
         "fail.sh",
-        "echo \"cannot handle $VOLT_EVENT_ID\" >&2\nexit 3\n",
+        "echo \"cannot handle $VOLT_EVENT_ID\" >&2\nprintf 'red\\033[31m\\n' >&2\nexit 3\n",
     );
     let sink = format!(
         "name = \"pager\"\ntype = \"command\"\nprogram = {program:?}\nmax_attempts = 3\n\
@@ -232,6 +247,22 @@ async fn a_failing_command_is_retried_then_declared_dead() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["sink"], "pager");
     assert_eq!(lines[0]["attempts"], 3);
+    assert!(lines[0]["next_attempt_at"].is_null(), "{lines:?}");
+    assert!(
+        lines[0]["last_error"].as_str().unwrap().contains('\u{1b}'),
+        "{lines:?}"
+    );
+    let table = app.voltd(&["deliveries", "list"]).await;
+    assert_eq!(table.code, 0, "{table:?}");
+    let row = table.stdout.lines().nth(1).unwrap_or_default().to_owned();
+    assert_eq!(table.stdout.lines().count(), 2, "{table:?}");
+    assert!(!row.chars().any(char::is_control), "{row:?}");
+    assert!(
+        row.contains(&format!(r"cannot handle {id}\nred\u{{1b}}[31m")),
+        "{row:?}"
+    );
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(columns[3..6], ["dead", "3", "-"], "{row:?}");
     let pending = app
         .voltd(&["deliveries", "list", "--status", "pending", "--json"])
         .await;
@@ -393,7 +424,10 @@ async fn filters_pick_events_and_replay_sends_again() {
         ])
         .await;
     assert_eq!(replayed.code, 0, "{replayed:?}");
-    assert!(replayed.stdout.contains("Queued 1"), "{replayed:?}");
+    assert!(
+        replayed.stdout.contains("Queued 1 delivery;"),
+        "{replayed:?}"
+    );
     let received = downstream.wait_for(4).await;
     assert_eq!(received[3].path, "/received");
     assert_eq!(
@@ -411,7 +445,7 @@ async fn filters_pick_events_and_replay_sends_again() {
             "message.received",
         ])
         .await;
-    assert!(since.stdout.contains("Queued 3"), "{since:?}");
+    assert!(since.stdout.contains("Queued 3 deliveries;"), "{since:?}");
     downstream.wait_for(7).await;
     let unknown = app
         .voltd(&["events", "replay", "1", "--sink", "nope"])
