@@ -86,10 +86,24 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// The JSON shape of `voltd events list --json` (one line per event) and `events show`.
+    /// The line of `voltd events list --json` and `events tail --json`: exactly the keys of
+    /// the documented interface, which scripts rely on.
     pub fn to_json(&self) -> serde_json::Value {
-        let payload: serde_json::Value =
-            serde_json::from_slice(without_bom(&self.body)).unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "id": self.id,
+            "received_at": self.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "event_type": self.fields.event_type,
+            "direction": self.fields.direction,
+            "from": self.fields.from,
+            "to": self.fields.to,
+            "message_id": self.fields.message_id,
+            "payload": self.payload(),
+            "body": String::from_utf8_lossy(&self.body),
+        })
+    }
+
+    /// Everything stored about the event: `voltd events show` and command sinks' input.
+    pub fn to_detailed_json(&self) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
             "received_at": self.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -104,9 +118,14 @@ impl StoredEvent {
             "content_type": self.content_type,
             "remote_addr": self.remote_addr,
             "signature": self.signature.as_str(),
-            "payload": payload,
+            "payload": self.payload(),
             "body": String::from_utf8_lossy(&self.body),
         })
+    }
+
+    /// The body as parsed JSON, or null when it is not JSON.
+    fn payload(&self) -> serde_json::Value {
+        serde_json::from_slice(without_bom(&self.body)).unwrap_or(serde_json::Value::Null)
     }
 }
 

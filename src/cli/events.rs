@@ -62,7 +62,11 @@ pub async fn execute(command: EventsCommand, settings: Settings) -> anyhow::Resu
         EventsCommand::Show { id } => match store.event(id).await? {
             Some(event) => {
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "{}", serde_json::to_string_pretty(&event.to_json())?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&event.to_detailed_json())?
+                )?;
                 out.flush()?;
                 Ok(())
             }

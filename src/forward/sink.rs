@@ -163,7 +163,7 @@ async fn run_command(
         .spawn()
         .map_err(|e| format!("cannot start {describe}: {e}"))?;
     let mut stdin = child.stdin.take();
-    let mut json = event.to_json().to_string();
+    let mut json = event.to_detailed_json().to_string();
     json.push('\n');
     let feed = async move {
         if let Some(stdin) = stdin.as_mut() {

@@ -39,6 +39,11 @@ async fn every_fixture_is_stored_and_listed_with_the_documented_keys() {
         ] {
             assert!(event.get(key).is_some(), "{name}: no {key:?} in {event}");
         }
+        assert_eq!(
+            event.as_object().unwrap().len(),
+            9,
+            "{name}: exactly the documented keys: {event}"
+        );
         let raw = fixture(name);
         let source: serde_json::Value = serde_json::from_slice(&raw).unwrap();
         let payload = &source["payload"];

@@ -74,9 +74,16 @@ async fn log_mode_stores_every_event_with_its_verdict() {
     verdicts.sort();
     assert_eq!(verdicts, ["invalid", "missing", "valid"]);
     let listed = json_lines(&app.voltd(&["events", "list", "--json"]).await.stdout);
+    let newest = listed[0]["id"].to_string();
+    let shown = app.voltd(&["events", "show", &newest]).await;
     assert!(
-        listed.iter().all(|e| e["signature"].is_string()),
-        "{listed:?}"
+        shown.stdout.contains(r#""signature": "missing""#),
+        "{shown:?}"
+    );
+    let table = app.voltd(&["events", "list"]).await.stdout;
+    assert!(
+        table.contains("SIGNATURE") && table.contains("invalid"),
+        "{table}"
     );
     app.stop().await.unwrap();
 }
