@@ -33,6 +33,8 @@ pub enum ConfigError {
     NotFound { tried: String },
     #[error("configuration file {path} does not exist; check the --config / {CONFIG_ENV} value")]
     Missing { path: PathBuf },
+    #[error("{path} is a directory; --config / {CONFIG_ENV} names the file, e.g. {path}/volt.toml")]
+    Directory { path: PathBuf },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{key}: {message}")]
@@ -622,24 +624,21 @@ fn positive(key: &'static str) -> ConfigError {
 }
 
 fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
-    if let Some(path) = explicit {
-        return if path.is_file() {
-            Ok(path.to_path_buf())
-        } else {
-            Err(ConfigError::Missing {
-                path: path.to_path_buf(),
-            })
-        };
-    }
-    let mut candidates = Vec::new();
-    if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
+    let named = explicit.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os(CONFIG_ENV)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(path) = named {
         return if path.is_file() {
             Ok(path)
+        } else if path.is_dir() {
+            Err(ConfigError::Directory { path })
         } else {
             Err(ConfigError::Missing { path })
         };
     }
+    let mut candidates = Vec::new();
     for candidate in DEFAULT_PATHS {
         let path = PathBuf::from(candidate);
         if path.is_file() {

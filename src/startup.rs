@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use secrecy::SecretString;
@@ -91,10 +91,13 @@ impl Application {
             settings.server.trusted_proxies.clone(),
             admin_state.metrics.clone(),
         ));
+        let filter_clients =
+            !settings.server.allow_ips.is_empty() || !settings.server.trusted_proxies.is_empty();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(access.clone())
-                .wrap(from_fn(access::enforce))
+                // Without allow_ips or trusted proxies the peer address is all there is to know.
+                .wrap(Condition::new(filter_clients, from_fn(access::enforce)))
                 .configure(receiver::configure(&path, receiver.clone()))
         })
         // A slow or silent client holds only its own connection, and only this long.
