@@ -102,25 +102,24 @@ impl StoredEvent {
         })
     }
 
-    /// Everything stored about the event: `voltd events show` and command sinks' input.
+    /// Everything stored about the event: `voltd events show` and command sinks' input. The
+    /// keys of [`StoredEvent::to_json`], then the rest.
     pub fn to_detailed_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "received_at": self.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "event_type": self.fields.event_type,
-            "direction": self.fields.direction,
-            "from": self.fields.from,
-            "to": self.fields.to,
-            "message_id": self.fields.message_id,
-            "status": self.fields.status,
-            "error_code": self.fields.error_code,
-            "text": self.fields.text,
-            "content_type": self.content_type,
-            "remote_addr": self.remote_addr,
-            "signature": self.signature.as_str(),
-            "payload": self.payload(),
-            "body": String::from_utf8_lossy(&self.body),
-        })
+        let mut json = self.to_json();
+        if let serde_json::Value::Object(map) = &mut json {
+            map.extend([
+                ("status".to_owned(), self.fields.status.clone().into()),
+                (
+                    "error_code".to_owned(),
+                    self.fields.error_code.clone().into(),
+                ),
+                ("text".to_owned(), self.fields.text.clone().into()),
+                ("content_type".to_owned(), self.content_type.clone().into()),
+                ("remote_addr".to_owned(), self.remote_addr.clone().into()),
+                ("signature".to_owned(), self.signature.as_str().into()),
+            ]);
+        }
+        json
     }
 
     /// The body as parsed JSON, or null when it is not JSON.
