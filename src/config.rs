@@ -15,6 +15,7 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::signature::VoltPublicKey;
+use crate::store::{Backend, StoreError, redacted_url};
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const CONFIG_ENV: &str = "VOLTD_CONFIG";
@@ -458,16 +459,22 @@ impl Settings {
                 Some(parse_socket_addr("admin.listen", text)?)
             }
         };
-        if !raw.storage.url.starts_with("sqlite:") || !is_durable_sqlite_url(&raw.storage.url) {
-            return Err(ConfigError::Value {
-                key: "storage.url",
-                message: format!(
-                    "{:?} is not supported; use \"sqlite://PATH\" with a file path, such as \
-                     \"sqlite:///var/lib/voltd/voltd.db\" (an in-memory database would lose every event)",
-                    raw.storage.url
-                ),
-            });
-        }
+        let backend = match Backend::of_url(&raw.storage.url) {
+            Some(Backend::Sqlite) if is_durable_sqlite_url(&raw.storage.url) => Backend::Sqlite,
+            Some(Backend::Postgres) if Url::parse(&raw.storage.url).is_ok() => Backend::Postgres,
+            _ => {
+                return Err(ConfigError::Value {
+                    key: "storage.url",
+                    message: format!(
+                        "{:?} is not supported; use \"sqlite://PATH\" with a file path, such as \
+                         \"sqlite:///var/lib/voltd/voltd.db\" (an in-memory database would lose \
+                         every event), or \"postgres://USER@HOST/DATABASE\" for a store shared \
+                         by several instances",
+                        redacted_url(&raw.storage.url)
+                    ),
+                });
+            }
+        };
         if !is_log_filter(&raw.log.level) {
             return Err(ConfigError::Value {
                 key: "log.level",
@@ -478,6 +485,12 @@ impl Settings {
             });
         }
         let forward = crate::forward::validate(raw.forward)?;
+        if backend == Backend::Postgres && !forward.is_empty() {
+            return Err(ConfigError::Value {
+                key: "forward",
+                message: StoreError::ForwardingNeedsSqlite.to_string(),
+            });
+        }
         Ok(Self {
             source: path.to_path_buf(),
             api: ApiSettings {
@@ -831,7 +844,7 @@ impl fmt::Display for Settings {
             writeln!(f, "tls_key = {:?}", tls.key.display().to_string())?;
         }
         writeln!(f, "\n[storage]")?;
-        writeln!(f, "url = {:?}", self.storage.url)?;
+        writeln!(f, "url = {:?}", redacted_url(&self.storage.url))?;
         writeln!(f, "queue_capacity = {}", self.storage.queue_capacity)?;
         writeln!(f, "max_batch = {}", self.storage.max_batch)?;
         writeln!(

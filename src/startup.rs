@@ -18,7 +18,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::metrics::{Metrics, RegistrationState};
 use crate::receiver::{self, Receiver};
-use crate::store::{Registration, Store, WriterTask};
+use crate::store::{Registration, Role, RoleLock, Store, WriterTask};
 use crate::tls::ReloadableCert;
 use crate::volt::{RetryPolicy, VoltClient, VoltError, Webhook, register_with_retry};
 use crate::{retention, systemd, watchdog};
@@ -209,9 +209,14 @@ impl Application {
         }
         let registered = tokio::select! {
             result = register_if_configured(&settings, &store, &metrics) => result,
-            () = stop.cancelled() => Ok(()),
+            () = stop.cancelled() => Ok(None),
         };
-        let result = match registered {
+        // Held until shutdown, so no other instance registers while this one runs.
+        let (_registration_role, result) = match registered {
+            Ok(role) => (role, Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        let result = match result {
             Ok(()) if !stop.is_cancelled() => {
                 let stored = store.count_events().await.unwrap_or_default();
                 systemd::ready(&format!("ready: {stored} events stored"));
@@ -311,12 +316,14 @@ fn build_admin(
     Ok(Some((server, addr)))
 }
 
-/// Register `server.public_url` with Volt according to `[api] register`.
+/// Register `server.public_url` with Volt according to `[api] register`. Of the instances
+/// sharing a PostgreSQL store, only the one holding the registration role registers; the
+/// role is returned, to be held while this instance runs.
 async fn register_if_configured(
     settings: &Settings,
     store: &Store,
     metrics: &Metrics,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<RoleLock>> {
     let api = &settings.api;
     let Some(token) = api.token.clone().filter(|_| api.should_register()) else {
         metrics.set_registration_state(RegistrationState::not_required);
@@ -329,7 +336,19 @@ async fn register_if_configured(
         } else {
             tracing::info!("Not registering with Volt: api.register = \"never\"");
         }
-        return Ok(());
+        return Ok(None);
+    };
+    let Some(role) = store
+        .try_take_role(Role::Registration)
+        .await
+        .context("cannot find out whether another voltd instance is registering")?
+    else {
+        metrics.set_registration_state(RegistrationState::not_required);
+        tracing::info!(
+            "Not registering with Volt: another voltd instance sharing this database holds \
+             registration; receiving events"
+        );
+        return Ok(None);
     };
     let url = settings.server.public_url.as_str();
     tracing::info!(url, "Registering the webhook URL with Volt");
@@ -354,7 +373,7 @@ async fn register_if_configured(
             metrics.set_registration_state(RegistrationState::failed);
         }
     }
-    result.map(drop)
+    result.map(|_| Some(role))
 }
 
 /// Call `registerWebhook` with retries, log the webhook Volt returned and record it.

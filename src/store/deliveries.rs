@@ -4,40 +4,45 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::sqlite::SqliteSynchronous;
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 
-use super::queries::format_time;
+use super::backend::{Pool, Timestamp, WritePool, on_pool};
 use super::{Store, StoreError};
 
 /// What a sink filter looks at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct EventHeader {
     pub id: i64,
     pub event_type: Option<String>,
     pub direction: Option<String>,
+    #[sqlx(rename = "from_number")]
     pub from: Option<String>,
+    #[sqlx(rename = "to_number")]
     pub to: Option<String>,
 }
 
 /// A pending delivery whose time has come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct DueDelivery {
     pub id: i64,
     pub event_id: i64,
+    #[sqlx(try_from = "i64")]
     pub attempts: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeliveryRecord {
     pub id: i64,
     pub event_id: i64,
     pub sink: String,
     pub status: String,
+    #[sqlx(try_from = "i64")]
     pub attempts: u32,
+    #[sqlx(try_from = "Timestamp")]
     pub next_attempt_at: String,
+    #[sqlx(try_from = "Timestamp")]
     pub created_at: String,
+    #[sqlx(try_from = "Timestamp")]
     pub updated_at: String,
     pub last_error: Option<String>,
 }
@@ -92,17 +97,19 @@ const SELECT_HEADER: &str = "SELECT id, event_type, direction, from_number, to_n
 const SELECT_DELIVERY: &str = "SELECT id, event_id, sink, status, attempts, next_attempt_at, \
     created_at, updated_at, last_error FROM deliveries";
 
+/// Creates a sink's cursor at the newest stored event unless it has one. (`WHERE true` lets
+/// SQLite parse an upsert after a SELECT.)
+const START_CURSOR: &str = "INSERT INTO forward_cursors (sink, last_event_id) \
+    SELECT $1, COALESCE(MAX(id), 0) FROM events WHERE true ON CONFLICT (sink) DO NOTHING";
+
+const INSERT_DELIVERY: &str = "INSERT INTO deliveries (event_id, sink, next_attempt_at, \
+    created_at, updated_at) VALUES ($1, $2, $3, $3, $3)";
+
 impl Store {
     /// Create a cursor at the newest stored event for each sink that has none yet.
     pub async fn start_forward_cursors(&self, sinks: &[&str]) -> Result<(), StoreError> {
         for sink in sinks {
-            sqlx::query(
-                "INSERT OR IGNORE INTO forward_cursors (sink, last_event_id) \
-                 SELECT ?1, COALESCE(MAX(id), 0) FROM events",
-            )
-            .bind(*sink)
-            .execute(&self.pool)
-            .await?;
+            on_pool!(self, pool => sqlx::query(START_CURSOR).bind(*sink).execute(pool).await.map(drop))?;
         }
         Ok(())
     }
@@ -115,30 +122,35 @@ impl Store {
         sinks: &[&str],
         wants: impl Fn(&str, &EventHeader) -> bool,
     ) -> Result<usize, StoreError> {
-        let headers = sqlx::query(AssertSqlSafe(format!(
-            "{SELECT_HEADER} WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR received_at >= ?2) \
-             AND (?3 IS NULL OR event_type = ?3) ORDER BY id"
-        )))
-        .bind(selection.id)
-        .bind(selection.since.map(format_time))
-        .bind(selection.event_type.as_deref())
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(header_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-        let now = format_time(Utc::now());
+        let sql = format!(
+            "{SELECT_HEADER} WHERE ($1 IS NULL OR id = $1) AND ($2 IS NULL OR received_at >= $2) \
+             AND ($3 IS NULL OR event_type = $3) ORDER BY id"
+        );
+        let headers: Vec<EventHeader> = on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql))
+            .bind(selection.id)
+            .bind(selection.since.map(Timestamp))
+            .bind(selection.event_type.as_deref())
+            .fetch_all(pool)
+            .await)?;
+        let now = Timestamp::now();
         let mut queued = 0;
         // Bounded transactions keep the write lock short however much is replayed.
         for chunk in headers.chunks(500) {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            for header in chunk {
-                for sink in sinks.iter().filter(|sink| wants(sink, header)) {
-                    insert_delivery(&mut tx, header.id, sink, &now).await?;
-                    queued += 1;
+            on_pool!(self, pool => {
+                let mut tx = pool.begin_write().await?;
+                for header in chunk {
+                    for sink in sinks.iter().filter(|sink| wants(sink, header)) {
+                        sqlx::query(INSERT_DELIVERY)
+                            .bind(header.id)
+                            .bind(*sink)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        queued += 1;
+                    }
                 }
-            }
-            tx.commit().await?;
+                tx.commit().await?;
+            });
         }
         Ok(queued)
     }
@@ -150,38 +162,26 @@ impl Store {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, event_id, attempts FROM deliveries WHERE sink = ?1 AND status = 'pending' \
-             AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?3",
+        Ok(on_pool!(self, pool => sqlx::query_as(
+            "SELECT id, event_id, attempts FROM deliveries WHERE sink = $1 AND status = 'pending' \
+             AND next_attempt_at <= $2 ORDER BY next_attempt_at, id LIMIT $3",
         )
         .bind(sink)
-        .bind(format_time(now))
+        .bind(Timestamp(now))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DueDelivery {
-                    id: row.try_get(0)?,
-                    event_id: row.try_get(1)?,
-                    attempts: row.try_get(2)?,
-                })
-            })
-            .collect()
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub async fn delivery_backlog(&self) -> Result<Backlog, StoreError> {
-        let row = sqlx::query(
+        let (pending, oldest): (i64, Option<Timestamp>) = on_pool!(self, pool => sqlx::query_as(
             "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'",
         )
-        .fetch_one(&self.pool)
-        .await?;
-        let oldest: Option<String> = row.try_get(1)?;
+        .fetch_one(pool)
+        .await)?;
         Ok(Backlog {
-            pending: row.try_get(0)?,
-            oldest: oldest
-                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                .map(|t| t.with_timezone(&Utc)),
+            pending,
+            oldest: oldest.map(|t| t.0),
         })
     }
 
@@ -190,56 +190,53 @@ impl Store {
         &self,
         filter: &DeliveryFilter,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "{SELECT_DELIVERY} WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR sink = ?2) \
-             ORDER BY id DESC LIMIT ?3"
-        )))
-        .bind(filter.status.as_deref())
-        .bind(filter.sink.as_deref())
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(delivery_from_row).collect()
+        let sql = format!(
+            "{SELECT_DELIVERY} WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR sink = $2) \
+             ORDER BY id DESC LIMIT $3"
+        );
+        Ok(on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql))
+            .bind(filter.status.as_deref())
+            .bind(filter.sink.as_deref())
+            .bind(i64::from(filter.limit))
+            .fetch_all(pool)
+            .await)?)
     }
 
     /// Ids of events stored after `after`, oldest first (for following the store).
     pub async fn event_ids_after(&self, after: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT $2"
         )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub async fn newest_event_id(&self) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-                .fetch_one(&self.pool)
-                .await?,
+            on_pool!(self, pool => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(pool)
+            .await)?,
         )
     }
 }
 
-/// The delivery task's own connection, for its writes. It commits with `synchronous =
-/// NORMAL`: no fsync per commit, so the write lock is released at once for the event writer.
-/// WAL keeps every commit atomic; a power cut can only roll back the latest outcomes or
-/// queued deliveries together with their cursor move, which means sending again, never
-/// skipping an event.
+/// The delivery task's own connection, for its writes (see [`super::sqlite::outbox`]).
+/// Forwarding keeps a cursor over event ids, which is exact only while one writer numbers
+/// and commits events in the same order: it needs the SQLite store.
 pub struct Outbox {
     conn: SqliteConnection,
 }
 
 impl Store {
     pub async fn open_outbox(&self) -> Result<Outbox, StoreError> {
-        let conn = self
-            .options
-            .clone()
-            .synchronous(SqliteSynchronous::Normal)
-            .connect()
-            .await?;
-        Ok(Outbox { conn })
+        match &self.pool {
+            Pool::Sqlite(pool) => Ok(Outbox {
+                conn: super::sqlite::outbox(pool).await?,
+            }),
+            Pool::Postgres(_) => Err(StoreError::ForwardingNeedsSqlite),
+        }
     }
 }
 
@@ -267,13 +264,10 @@ impl Outbox {
         // on a snapshot made stale by the event writer.
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         for sink in sinks {
-            sqlx::query(
-                "INSERT OR IGNORE INTO forward_cursors (sink, last_event_id) \
-                 SELECT ?1, COALESCE(MAX(id), 0) FROM events",
-            )
-            .bind(*sink)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(START_CURSOR)
+                .bind(*sink)
+                .execute(&mut *tx)
+                .await?;
         }
         let rows = sqlx::query("SELECT sink, last_event_id FROM forward_cursors")
             .fetch_all(&mut *tx)
@@ -287,32 +281,34 @@ impl Outbox {
             .filter_map(|sink| cursors.get(*sink).copied())
             .min()
             .unwrap_or(newest);
-        let headers = sqlx::query(AssertSqlSafe(format!(
-            "{SELECT_HEADER} WHERE id > ?1 ORDER BY id LIMIT ?2"
+        let headers: Vec<EventHeader> = sqlx::query_as(AssertSqlSafe(format!(
+            "{SELECT_HEADER} WHERE id > $1 ORDER BY id LIMIT $2"
         )))
         .bind(start)
         .bind(i64::from(batch))
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(header_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+        .await?;
         let Some(last_seen) = headers.last().map(|h| h.id) else {
             tx.commit().await?;
             return Ok(0);
         };
-        let now = format_time(Utc::now());
+        let now = Timestamp::now();
         let mut queued = 0;
         for sink in sinks {
             let cursor = cursors.get(*sink).copied().unwrap_or(newest);
             for header in headers.iter().filter(|h| h.id > cursor) {
                 if wants(sink, header) {
-                    insert_delivery(&mut tx, header.id, sink, &now).await?;
+                    sqlx::query(INSERT_DELIVERY)
+                        .bind(header.id)
+                        .bind(*sink)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
                     queued += 1;
                 }
             }
             if cursor < last_seen {
-                sqlx::query("UPDATE forward_cursors SET last_event_id = ?2 WHERE sink = ?1")
+                sqlx::query("UPDATE forward_cursors SET last_event_id = $2 WHERE sink = $1")
                     .bind(*sink)
                     .bind(last_seen)
                     .execute(&mut *tx)
@@ -350,14 +346,14 @@ impl Outbox {
                 DeliveryOutcome::Dead { error } => ("dead", now, Some(error.as_str())),
             };
             sqlx::query(
-                "UPDATE deliveries SET status = ?2, attempts = attempts + 1, \
-                 next_attempt_at = ?3, updated_at = ?4, last_error = COALESCE(?5, last_error) \
-                 WHERE id = ?1",
+                "UPDATE deliveries SET status = $2, attempts = attempts + 1, \
+                 next_attempt_at = $3, updated_at = $4, last_error = COALESCE($5, last_error) \
+                 WHERE id = $1",
             )
             .bind(id)
             .bind(status)
-            .bind(format_time(next_attempt_at))
-            .bind(format_time(now))
+            .bind(Timestamp(next_attempt_at))
+            .bind(Timestamp(now))
             .bind(error)
             .execute(&mut *tx)
             .await?;
@@ -365,46 +361,4 @@ impl Outbox {
         tx.commit().await?;
         Ok(())
     }
-}
-
-async fn insert_delivery(
-    tx: &mut sqlx::SqliteConnection,
-    event_id: i64,
-    sink: &str,
-    now: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO deliveries (event_id, sink, next_attempt_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?3, ?3)",
-    )
-    .bind(event_id)
-    .bind(sink)
-    .bind(now)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-fn header_from_row(row: &SqliteRow) -> Result<EventHeader, StoreError> {
-    Ok(EventHeader {
-        id: row.try_get(0)?,
-        event_type: row.try_get(1)?,
-        direction: row.try_get(2)?,
-        from: row.try_get(3)?,
-        to: row.try_get(4)?,
-    })
-}
-
-fn delivery_from_row(row: &SqliteRow) -> Result<DeliveryRecord, StoreError> {
-    Ok(DeliveryRecord {
-        id: row.try_get(0)?,
-        event_id: row.try_get(1)?,
-        sink: row.try_get(2)?,
-        status: row.try_get(3)?,
-        attempts: row.try_get(4)?,
-        next_attempt_at: row.try_get(5)?,
-        created_at: row.try_get(6)?,
-        updated_at: row.try_get(7)?,
-        last_error: row.try_get(8)?,
-    })
 }

@@ -1,19 +1,24 @@
-//! Durable storage of events in SQLite.
+//! Durable storage of events, in SQLite (one instance, the default) or PostgreSQL (shared by
+//! several instances).
 //!
 //! Reads go through a small connection pool; all event writes go through one writer task
 //! ([`writer`]) that commits whatever has queued as one transaction, so one fsync covers many
 //! events without delaying a lone one.
 
+mod backend;
+mod coordination;
 mod deliveries;
+mod postgres;
 mod queries;
+mod sqlite;
+#[cfg(test)]
+pub(crate) mod test_db;
 mod writer;
 
-use std::str::FromStr;
-use std::time::Duration;
+use backend::{Pool, on_pool};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, SqlitePool};
-
+pub use backend::Timestamp;
+pub use coordination::{Role, RoleLock};
 pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
     EventSelection, Outbox,
@@ -33,6 +38,15 @@ pub enum StoreError {
         source: sqlx::Error,
     },
     #[error(
+        "cannot connect to PostgreSQL at {url}: {source}; check that the server is running, \
+         that the database exists and that the user may connect (storage.url)"
+    )]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
         "no database at {url} ({source}); voltd has not stored anything there yet. Check \
          storage.url (a relative path is relative to the working directory)"
     )]
@@ -41,66 +55,94 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("storage.url {url:?} is not a valid SQLite URL: {source}")]
+    #[error("storage.url {url:?} is not a valid database URL: {source}")]
     Url {
         url: String,
         #[source]
         source: sqlx::Error,
     },
+    #[error(
+        "forwarding ([[forward]]) needs the SQLite store; with PostgreSQL, forward events \
+         from the database instead, or remove [[forward]]"
+    )]
+    ForwardingNeedsSqlite,
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
 }
 
+/// Which database a `storage.url` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':')?.0;
+        match scheme {
+            "sqlite" => Some(Self::Sqlite),
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            _ => None,
+        }
+    }
+}
+
+/// `url` with any password replaced, for messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The event store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    options: SqliteConnectOptions,
+    pool: Pool,
 }
 
 impl Store {
-    /// Open (creating if needed) the SQLite database at `url`, in WAL mode with
-    /// `synchronous = FULL`: a commit is on disk when it returns, which is what lets the
-    /// receiver answer 200.
+    /// Open the store `url` names, creating an SQLite file if needed. Commits are durable when
+    /// they return (SQLite: WAL with `synchronous = FULL`; PostgreSQL: `synchronous_commit`
+    /// on), which is what lets the receiver answer 200.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         Self::connect(url, true).await
     }
 
-    /// Open a database that must already exist: commands that only read must not leave an
-    /// empty database behind when pointed at the wrong place.
+    /// Open a store that must already exist: commands that only read must not leave an
+    /// empty SQLite database behind when pointed at the wrong place.
     pub async fn open_existing(url: &str) -> Result<Self, StoreError> {
-        Self::connect(url, false).await.map_err(|e| match e {
-            StoreError::Open { url, source } => StoreError::Missing { url, source },
-            other => other,
-        })
+        Self::connect(url, false).await
     }
 
     async fn connect(url: &str, create: bool) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|source| StoreError::Url {
-                url: url.to_owned(),
-                source,
-            })?
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .disable_statement_logging();
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone())
-            .await
-            .map_err(|source| StoreError::Open {
-                url: url.to_owned(),
-                source,
-            })?;
-        Ok(Self { pool, options })
+        let pool = match Backend::of_url(url) {
+            Some(Backend::Postgres) => Pool::Postgres(postgres::open(url).await?),
+            _ => Pool::Sqlite(sqlite::open(url, create).await?),
+        };
+        Ok(Self { pool })
     }
 
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Bring the schema up to date. Several instances may do this at once: PostgreSQL
+    /// migrations run under an advisory lock.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        }
         Ok(())
     }
 
@@ -111,17 +153,55 @@ impl Store {
         max_batch: usize,
         on_commit: CommitObserver,
     ) -> Result<(EventWriter, WriterTask), StoreError> {
-        let conn = self.options.connect().await?;
+        let conn = match &self.pool {
+            Pool::Sqlite(pool) => writer::WriteConnection::Sqlite(sqlite::writer(pool).await?),
+            Pool::Postgres(pool) => {
+                writer::WriteConnection::Postgres(postgres::writer(pool).await?)
+            }
+        };
         Ok(writer::start(conn, queue_capacity, max_batch, on_commit))
     }
 
     /// A cheap round trip proving the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, pool => pool.close().await);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_are_told_apart_by_scheme() {
+        assert_eq!(Backend::of_url("sqlite://voltd.db"), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::of_url("postgres://db.internal/voltd"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::of_url("postgresql://localhost/voltd"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::of_url("mysql://localhost/voltd"), None);
+        assert_eq!(Backend::of_url("voltd.db"), None);
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redacted_url("postgres://voltd:s3cret@db.internal:5432/voltd"),
+            "postgres://voltd:redacted@db.internal:5432/voltd"
+        );
+        assert_eq!(redacted_url("sqlite://voltd.db"), "sqlite://voltd.db");
+        assert_eq!(
+            redacted_url("postgres://db.internal/voltd"),
+            "postgres://db.internal/voltd"
+        );
     }
 }

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Connection, PgConnection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::queries::format_time;
+use super::{postgres, sqlite};
 use crate::event::{NewEvent, StoreOutcome};
 
 /// Why an event was not stored; every variant means "answer 503, nothing was committed".
@@ -80,7 +80,7 @@ impl WriterTask {
 pub type CommitObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
 
 pub(super) fn start(
-    conn: SqliteConnection,
+    conn: WriteConnection,
     queue_capacity: usize,
     max_batch: usize,
     on_commit: CommitObserver,
@@ -92,7 +92,7 @@ pub(super) fn start(
 }
 
 async fn run(
-    mut conn: SqliteConnection,
+    mut conn: WriteConnection,
     mut jobs: mpsc::Receiver<Job>,
     max_batch: usize,
     on_commit: CommitObserver,
@@ -121,7 +121,7 @@ async fn run(
 /// Commit a batch and answer every job in it. If the batch as a whole fails, each event is
 /// retried in a transaction of its own so one bad event cannot fail its neighbours.
 async fn commit(
-    conn: &mut SqliteConnection,
+    conn: &mut WriteConnection,
     batch: &mut Vec<Job>,
     on_commit: &(dyn Fn(usize, Duration) + Send + Sync),
 ) {
@@ -150,74 +150,66 @@ async fn commit(
     }
 }
 
-const COLUMNS: &str = "INSERT INTO events (received_at, content_type, remote_addr, event_type, \
-    direction, from_number, to_number, message_id, status, error_code, text, body, dedup_key, signature) ";
+/// The writer's own connection to whichever database the store uses.
+pub(super) enum WriteConnection {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
 
-/// Most rows in one INSERT (14 parameters a row, well under SQLite's 32,766).
-const MAX_ROWS_PER_STATEMENT: usize = 512;
+impl WriteConnection {
+    async fn store_distinct(
+        &mut self,
+        events: &[&NewEvent],
+        keys: &[Option<String>],
+        rows: &[usize],
+    ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+        match self {
+            Self::Sqlite(conn) => sqlite::store_distinct(conn, events, keys, rows).await,
+            Self::Postgres(conn) => postgres::store_distinct(conn, events, keys, rows).await,
+        }
+    }
 
-/// INSERTs of up to this many rows stay prepared in sqlx's statement cache (100 by default).
-/// Larger ones are prepared for their one batch: caching a statement for every batch size up
-/// to 512 rows grew the daemon by 15-20 MB under 256 connections (bench/RESULTS.md), and
-/// preparing them afresh cost no measurable CPU per event there.
-const MAX_CACHED_ROWS: usize = 64;
+    async fn close(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(conn) => conn.close().await,
+            Self::Postgres(conn) => conn.close().await,
+        }
+    }
+}
 
 /// Insert events durably; returns one outcome per event, in order.
 ///
-/// A batch is usually one statement, so it runs without BEGIN/COMMIT: a single statement is
-/// atomic on its own (one fsync), each explicit BEGIN or COMMIT would be one more round trip
-/// to SQLite's worker thread, and a statement inside an explicit transaction needs a statement
-/// journal, which spills to a temporary file once it outgrows 64 KiB. Larger batches are
-/// chunked inside one transaction.
-///
-/// Duplicates are looked up first (one query for the whole batch), so the INSERT returns no
-/// rows: its ids follow from `last_insert_rowid`, because one multi-row INSERT into an
-/// AUTOINCREMENT table numbers its rows consecutively in the order given. (Streaming back a
-/// RETURNING row per event cost a thread wake-up per event.) The lookup and the INSERT are
-/// not one transaction, which is safe because this task is the only writer of events; should
-/// a duplicate still slip past, the UNIQUE index fails the whole INSERT and the caller
-/// retries event by event, which finds it.
+/// Repeats of a message inside the batch are answered here with the id of its first
+/// occurrence; the backend stores the rest, answering "duplicate" for keys stored before.
 async fn insert(
-    conn: &mut SqliteConnection,
+    conn: &mut WriteConnection,
     events: &[&NewEvent],
 ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
     let keys: Vec<Option<String>> = events.iter().map(|e| e.dedup_key()).collect();
-    let stored_before = if keys.iter().any(Option::is_some) {
-        existing_ids(conn, keys.iter().flatten()).await?
-    } else {
-        HashMap::new()
-    };
-    let mut outcomes: Vec<Option<StoreOutcome>> = vec![None; events.len()];
-    // Later occurrences of a key within the batch, with the index of its first occurrence.
+    // Later occurrences of a key within the batch, with the position of its first occurrence.
     let mut repeats: Vec<(usize, usize)> = Vec::new();
-    let mut first_index: HashMap<&str, usize> = HashMap::new();
-    let mut fresh: Vec<usize> = Vec::with_capacity(events.len());
+    let mut first_position: HashMap<&str, usize> = HashMap::new();
+    let mut distinct: Vec<usize> = Vec::with_capacity(events.len());
     for (index, key) in keys.iter().enumerate() {
-        match key.as_deref() {
-            Some(key) => {
-                if let Some(&id) = stored_before.get(key) {
-                    outcomes[index] = Some(StoreOutcome::Duplicate(id));
-                } else if let Some(&first) = first_index.get(key) {
-                    repeats.push((index, first));
-                } else {
-                    first_index.insert(key, index);
-                    fresh.push(index);
-                }
+        if let Some(key) = key.as_deref() {
+            if let Some(&first) = first_position.get(key) {
+                repeats.push((index, first));
+                continue;
             }
-            None => fresh.push(index),
+            first_position.insert(key, distinct.len());
         }
+        distinct.push(index);
     }
-    if fresh.len() <= MAX_ROWS_PER_STATEMENT {
-        insert_rows(conn, events, &keys, &fresh, &mut outcomes).await?;
-    } else {
-        let mut tx = conn.begin().await?;
-        for chunk in fresh.chunks(MAX_ROWS_PER_STATEMENT) {
-            insert_rows(&mut tx, events, &keys, chunk, &mut outcomes).await?;
-        }
-        tx.commit().await?;
+    let stored = conn.store_distinct(events, &keys, &distinct).await?;
+    if stored.len() != distinct.len() {
+        return Err(sqlx::Error::Protocol("an event got no outcome".into()));
+    }
+    let mut outcomes: Vec<Option<StoreOutcome>> = vec![None; events.len()];
+    for (&index, &outcome) in distinct.iter().zip(&stored) {
+        outcomes[index] = Some(outcome);
     }
     for (index, first) in repeats {
-        outcomes[index] = outcomes[first].map(|first| StoreOutcome::Duplicate(first.id()));
+        outcomes[index] = Some(StoreOutcome::Duplicate(stored[first].id()));
     }
     outcomes
         .into_iter()
@@ -227,85 +219,15 @@ async fn insert(
         .collect()
 }
 
-/// One multi-row INSERT of `events[rows]`, recording each new id in `outcomes`.
-async fn insert_rows(
-    conn: &mut SqliteConnection,
-    events: &[&NewEvent],
-    keys: &[Option<String>],
-    rows: &[usize],
-    outcomes: &mut [Option<StoreOutcome>],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut query = QueryBuilder::<Sqlite>::new(COLUMNS);
-    query.push_values(rows, |mut row, &index| {
-        let event = events[index];
-        let f = &event.fields;
-        row.push_bind(format_time(event.received_at))
-            .push_bind(event.content_type.as_deref())
-            .push_bind(event.remote_addr.as_deref())
-            .push_bind(f.event_type.as_deref())
-            .push_bind(f.direction.as_deref())
-            .push_bind(f.from.as_deref())
-            .push_bind(f.to.as_deref())
-            .push_bind(f.message_id.as_deref())
-            .push_bind(f.status.as_deref())
-            .push_bind(f.error_code.as_deref())
-            .push_bind(f.text.as_deref())
-            .push_bind(event.body.as_slice())
-            .push_bind(keys[index].as_deref())
-            .push_bind(event.signature.as_str());
-    });
-    let result = query
-        .build()
-        .persistent(rows.len() <= MAX_CACHED_ROWS)
-        .execute(&mut *conn)
-        .await?;
-    let count = rows.len() as u64;
-    if result.rows_affected() != count {
-        return Err(sqlx::Error::Protocol(format!(
-            "inserted {} rows of {count}",
-            result.rows_affected()
-        )));
-    }
-    let first_id = result.last_insert_rowid() - (rows.len() as i64 - 1);
-    for (&index, id) in rows.iter().zip(first_id..) {
-        outcomes[index] = Some(StoreOutcome::Stored(id));
-    }
-    Ok(())
-}
-
-/// Ids of the rows already stored under any of `keys`: one statement whatever their number
-/// (the keys travel as one JSON array), so its prepared form is cached.
-async fn existing_ids<'k>(
-    conn: &mut SqliteConnection,
-    keys: impl Iterator<Item = &'k String>,
-) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let keys: Vec<&String> = keys.collect();
-    let keys = serde_json::to_string(&keys)
-        .map_err(|e| sqlx::Error::Protocol(format!("cannot encode dedup keys: {e}")))?;
-    let rows = sqlx::query(
-        "SELECT id, dedup_key FROM events WHERE dedup_key IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(keys)
-    .fetch_all(conn)
-    .await?;
-    let mut found = HashMap::with_capacity(rows.len());
-    for row in rows {
-        found.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
-    }
-    Ok(found)
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use sqlx::ConnectOptions;
 
     use super::*;
     use crate::event::EventFields;
-    use crate::store::Store;
+    use crate::store::Backend;
+    use crate::store::backend::Pool;
+    use crate::store::test_db::{BACKENDS, TestDb};
 
     fn event(message_id: Option<&str>, body: &str) -> NewEvent {
         NewEvent {
@@ -322,78 +244,124 @@ mod tests {
         }
     }
 
-    async fn connection(dir: &tempfile::TempDir) -> SqliteConnection {
-        let url = format!("sqlite://{}", dir.path().join("events.db").display());
-        let store = Store::open(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        store.options.connect().await.unwrap()
+    async fn connection(db: &TestDb) -> WriteConnection {
+        match &db.store.pool {
+            Pool::Sqlite(pool) => WriteConnection::Sqlite(sqlite::writer(pool).await.unwrap()),
+            Pool::Postgres(pool) => {
+                WriteConnection::Postgres(postgres::writer(pool).await.unwrap())
+            }
+        }
     }
 
-    async fn insert_all(conn: &mut SqliteConnection, events: &[NewEvent]) -> Vec<StoreOutcome> {
+    async fn insert_all(conn: &mut WriteConnection, events: &[NewEvent]) -> Vec<StoreOutcome> {
         let events: Vec<&NewEvent> = events.iter().collect();
         insert(conn, &events).await.unwrap()
     }
 
-    #[tokio::test]
-    async fn one_batch_numbers_new_rows_in_order_and_answers_repeats_with_the_first_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = connection(&dir).await;
-        let before = insert_all(&mut conn, &[event(Some("old"), "a")]).await;
-        assert_eq!(before, [StoreOutcome::Stored(1)]);
+    /// Every outcome names the row holding that event's body, and no row was stored twice.
+    async fn assert_ids_name_their_rows(db: &TestDb, sent: &[NewEvent], outcomes: &[StoreOutcome]) {
+        for (event, outcome) in sent.iter().zip(outcomes) {
+            let stored = db.store.event(outcome.id()).await.unwrap().unwrap();
+            assert_eq!(stored.body, event.body, "{outcome:?}");
+        }
+        let mut new_ids: Vec<i64> = outcomes
+            .iter()
+            .filter(|o| matches!(o, StoreOutcome::Stored(_)))
+            .map(|o| o.id())
+            .collect();
+        let count = new_ids.len();
+        new_ids.sort_unstable();
+        new_ids.dedup();
+        assert_eq!(new_ids.len(), count, "an id was handed out twice");
+    }
 
-        let outcomes = insert_all(
-            &mut conn,
-            &[
+    #[tokio::test]
+    async fn one_batch_answers_repeats_with_the_id_of_the_first() {
+        for backend in BACKENDS {
+            let db = TestDb::new(backend).await;
+            let mut conn = connection(&db).await;
+            let before = insert_all(&mut conn, &[event(Some("old"), "a")]).await;
+            assert!(matches!(before[..], [StoreOutcome::Stored(_)]));
+
+            let batch = [
                 event(None, "Yes"),
                 event(Some("m1"), "x"),
                 event(Some("old"), "a"),
                 event(None, "Yes"),
                 event(Some("m1"), "x"),
                 event(Some("m2"), "y"),
-            ],
-        )
-        .await;
-        use StoreOutcome::{Duplicate, Stored};
-        assert_eq!(
-            outcomes,
-            [
-                Stored(2),
-                Stored(3),
-                Duplicate(1),
-                Stored(4),
-                Duplicate(3),
-                Stored(5)
-            ]
-        );
-        let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT id, body FROM events ORDER BY id")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        let bodies: Vec<&[u8]> = stored.iter().map(|(_, b)| b.as_slice()).collect();
-        assert_eq!(bodies, [&b"a"[..], b"Yes", b"x", b"Yes", b"y"]);
+            ];
+            let outcomes = insert_all(&mut conn, &batch).await;
+            use StoreOutcome::{Duplicate, Stored};
+            let kinds: Vec<bool> = outcomes.iter().map(|o| matches!(o, Stored(_))).collect();
+            assert_eq!(kinds, [true, true, false, true, false, true], "{backend:?}");
+            assert_eq!(outcomes[2], Duplicate(before[0].id()), "{backend:?}");
+            assert_eq!(outcomes[4], Duplicate(outcomes[1].id()), "{backend:?}");
+            assert_ids_name_their_rows(&db, &batch, &outcomes).await;
+            assert_eq!(db.store.count_events().await.unwrap(), 5, "{backend:?}");
+            conn.close().await.unwrap();
+            db.finish().await;
+        }
     }
 
     #[tokio::test]
-    async fn a_batch_larger_than_one_statement_is_one_transaction_with_consecutive_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = connection(&dir).await;
-        let count = MAX_ROWS_PER_STATEMENT * 2 + 3;
-        let events: Vec<NewEvent> = (0..count)
-            .map(|i| {
-                event(
-                    (i % 2 == 0).then(|| format!("m{i}")).as_deref(),
-                    &i.to_string(),
-                )
-            })
+    async fn a_batch_larger_than_one_statement_is_stored_whole() {
+        for backend in BACKENDS {
+            let db = TestDb::new(backend).await;
+            let mut conn = connection(&db).await;
+            let count = sqlite::MAX_ROWS_PER_STATEMENT * 2 + 3;
+            let events: Vec<NewEvent> = (0..count)
+                .map(|i| {
+                    event(
+                        (i % 2 == 0).then(|| format!("m{i}")).as_deref(),
+                        &i.to_string(),
+                    )
+                })
+                .collect();
+            let outcomes = insert_all(&mut conn, &events).await;
+            assert!(
+                outcomes
+                    .iter()
+                    .all(|o| matches!(o, StoreOutcome::Stored(_))),
+                "{backend:?}"
+            );
+            assert_ids_name_their_rows(&db, &events, &outcomes).await;
+            if backend == Backend::Sqlite {
+                // Ids come from last_insert_rowid, so they must follow the rows exactly.
+                let expected: Vec<StoreOutcome> =
+                    (1..=count as i64).map(StoreOutcome::Stored).collect();
+                assert_eq!(outcomes, expected);
+            }
+            conn.close().await.unwrap();
+            db.finish().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn two_writers_on_one_postgres_database_store_each_message_once() {
+        let db = TestDb::new(Backend::Postgres).await;
+        let (mut first, mut second) = (connection(&db).await, connection(&db).await);
+        let shared: Vec<NewEvent> = (0..200)
+            .map(|i| event(Some(&format!("m{i}")), &i.to_string()))
             .collect();
-        let outcomes = insert_all(&mut conn, &events).await;
-        let expected: Vec<StoreOutcome> = (1..=count as i64).map(StoreOutcome::Stored).collect();
-        assert_eq!(outcomes, expected);
-        let bodies: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM events ORDER BY id")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        let expected: Vec<Vec<u8>> = (0..count).map(|i| i.to_string().into_bytes()).collect();
-        assert_eq!(bodies, expected);
+        let (a, b) = tokio::join!(
+            insert_all(&mut first, &shared),
+            insert_all(&mut second, &shared)
+        );
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(a.id(), b.id(), "message m{i} got two ids");
+            assert!(
+                matches!(
+                    (a, b),
+                    (StoreOutcome::Stored(_), StoreOutcome::Duplicate(_))
+                        | (StoreOutcome::Duplicate(_), StoreOutcome::Stored(_))
+                ),
+                "message m{i}: {a:?} and {b:?}"
+            );
+        }
+        assert_eq!(db.store.count_events().await.unwrap(), 200);
+        first.close().await.unwrap();
+        second.close().await.unwrap();
+        db.finish().await;
     }
 }

@@ -1,0 +1,187 @@
+//! What only PostgreSQL needs: connecting, and storing a batch of new events so that
+//! instances sharing the database store each message exactly once.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgConnection, PgPool, Row};
+
+use super::{StoreError, redacted_url};
+use crate::event::{NewEvent, StoreOutcome};
+
+pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|source| StoreError::Url {
+            url: redacted_url(url),
+            source,
+        })?
+        .application_name("voltd")
+        .disable_statement_logging();
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Connect {
+            url: redacted_url(url),
+            source,
+        })
+}
+
+/// The event writer's own connection, outside the pool. A server configured with
+/// `synchronous_commit = off` would acknowledge commits that a crash can still lose, so the
+/// writer turns it back on for itself.
+pub(super) async fn writer(pool: &PgPool) -> Result<PgConnection, StoreError> {
+    let mut conn = pool.connect_options().connect().await?;
+    let mode: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&mut conn)
+        .await?;
+    if mode == "off" {
+        tracing::warn!(
+            "PostgreSQL has synchronous_commit = off; voltd's event writer sets it to on so \
+             that a 200 always means the event is on disk"
+        );
+        sqlx::query("SET synchronous_commit = on")
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(conn)
+}
+
+/// One statement for any batch size: the rows travel as one array per column.
+const INSERT: &str = "INSERT INTO events (received_at, content_type, remote_addr, event_type, \
+    direction, from_number, to_number, message_id, status, error_code, text, body, dedup_key, \
+    signature) SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], \
+    $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+    $12::bytea[], $13::text[], $14::text[]) \
+    ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key";
+
+/// Store `events[rows]`, whose dedup keys are distinct; returns one outcome per row, in order.
+///
+/// Other instances write to the same table, so duplicates cannot be looked up first: the
+/// unique index decides. Rows whose key is already taken are skipped (an insert racing with
+/// another instance's uncommitted one waits for it), then the ids they lost to are read.
+pub(super) async fn store_distinct(
+    conn: &mut PgConnection,
+    events: &[&NewEvent],
+    all_keys: &[Option<String>],
+    rows: &[usize],
+) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+    // Every instance inserts in key order, so two batches racing for the same keys wait
+    // for each other instead of deadlocking. (The sort is stable: unkeyed rows keep theirs.)
+    let mut order = rows.to_vec();
+    order.sort_by(|&a, &b| all_keys[a].cmp(&all_keys[b]));
+    let column = |get: fn(&NewEvent) -> Option<&str>| -> Vec<Option<Cow<str>>> {
+        order.iter().map(|&i| get(events[i]).map(text)).collect()
+    };
+    let keys: Vec<Option<Cow<str>>> = rows
+        .iter()
+        .map(|&i| all_keys[i].as_deref().map(text))
+        .collect();
+    let inserted = sqlx::query(INSERT)
+        .bind(
+            order
+                .iter()
+                .map(|&i| events[i].received_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(|e| e.content_type.as_deref()))
+        .bind(column(|e| e.remote_addr.as_deref()))
+        .bind(column(|e| e.fields.event_type.as_deref()))
+        .bind(column(|e| e.fields.direction.as_deref()))
+        .bind(column(|e| e.fields.from.as_deref()))
+        .bind(column(|e| e.fields.to.as_deref()))
+        .bind(column(|e| e.fields.message_id.as_deref()))
+        .bind(column(|e| e.fields.status.as_deref()))
+        .bind(column(|e| e.fields.error_code.as_deref()))
+        .bind(column(|e| e.fields.text.as_deref()))
+        .bind(
+            order
+                .iter()
+                .map(|&i| events[i].body.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            order
+                .iter()
+                .map(|&i| all_keys[i].as_deref().map(text))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            order
+                .iter()
+                .map(|&i| events[i].signature.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut stored: HashMap<String, i64> = HashMap::with_capacity(inserted.len());
+    // Identity values are handed out in insertion order, so sorted ids follow the rows.
+    let mut unkeyed_ids = Vec::new();
+    for row in inserted {
+        match row.try_get::<Option<String>, _>(1)? {
+            Some(key) => {
+                stored.insert(key, row.try_get(0)?);
+            }
+            None => unkeyed_ids.push(row.try_get::<i64, _>(0)?),
+        }
+    }
+    unkeyed_ids.sort_unstable();
+    let taken: Vec<&str> = keys
+        .iter()
+        .flatten()
+        .map(|key| key.as_ref())
+        .filter(|key| !stored.contains_key(*key))
+        .collect();
+    let existing = if taken.is_empty() {
+        HashMap::new()
+    } else {
+        existing_ids(conn, &taken).await?
+    };
+    let mut unkeyed_ids = unkeyed_ids.into_iter();
+    keys.iter()
+        .map(|key| match key {
+            Some(key) => stored
+                .get(key.as_ref())
+                .map(|&id| StoreOutcome::Stored(id))
+                .or_else(|| {
+                    existing
+                        .get(key.as_ref())
+                        .map(|&id| StoreOutcome::Duplicate(id))
+                })
+                .ok_or_else(|| {
+                    sqlx::Error::Protocol(format!("no stored row for dedup key {key:?}"))
+                }),
+            None => unkeyed_ids
+                .next()
+                .map(StoreOutcome::Stored)
+                .ok_or_else(|| sqlx::Error::Protocol("fewer rows inserted than sent".into())),
+        })
+        .collect()
+}
+
+async fn existing_ids(
+    conn: &mut PgConnection,
+    keys: &[&str],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, dedup_key FROM events WHERE dedup_key = ANY($1)")
+        .bind(keys)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(1)?, row.try_get(0)?)))
+        .collect()
+}
+
+/// PostgreSQL text cannot hold NUL, which JSON strings may: it becomes U+FFFD in the
+/// extracted columns. The raw body (bytea) keeps the exact bytes.
+fn text(value: &str) -> Cow<'_, str> {
+    if value.contains('\0') {
+        Cow::Owned(value.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}

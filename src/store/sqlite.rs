@@ -1,0 +1,187 @@
+//! What only SQLite needs: opening the file, and storing a batch of new events.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+
+use super::StoreError;
+use super::backend::Timestamp;
+use crate::event::{NewEvent, StoreOutcome};
+
+pub(super) async fn open(url: &str, create: bool) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|source| StoreError::Url {
+            url: url.to_owned(),
+            source,
+        })?
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .disable_statement_logging();
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(|source| {
+            let url = url.to_owned();
+            if create {
+                StoreError::Open { url, source }
+            } else {
+                StoreError::Missing { url, source }
+            }
+        })
+}
+
+/// The event writer's own connection, outside the pool.
+pub(super) async fn writer(pool: &SqlitePool) -> Result<SqliteConnection, StoreError> {
+    Ok(pool.connect_options().connect().await?)
+}
+
+/// The forwarding outbox's own connection. It commits with `synchronous = NORMAL`: no fsync
+/// per commit, so the write lock is released at once for the event writer. WAL keeps every
+/// commit atomic; a power cut can only roll back the latest outcomes or queued deliveries
+/// together with their cursor move, which means sending again, never skipping an event.
+pub(super) async fn outbox(pool: &SqlitePool) -> Result<SqliteConnection, StoreError> {
+    let options = (*pool.connect_options()).clone();
+    Ok(options
+        .synchronous(SqliteSynchronous::Normal)
+        .connect()
+        .await?)
+}
+
+const COLUMNS: &str = "INSERT INTO events (received_at, content_type, remote_addr, event_type, \
+    direction, from_number, to_number, message_id, status, error_code, text, body, dedup_key, signature) ";
+
+/// Most rows in one INSERT (14 parameters a row, well under SQLite's 32,766).
+pub(super) const MAX_ROWS_PER_STATEMENT: usize = 512;
+
+/// INSERTs of up to this many rows stay prepared in sqlx's statement cache (100 by default).
+/// Larger ones are prepared for their one batch: caching a statement for every batch size up
+/// to 512 rows grew the daemon by 15-20 MB under 256 connections (bench/RESULTS.md), and
+/// preparing them afresh cost no measurable CPU per event there.
+const MAX_CACHED_ROWS: usize = 64;
+
+/// Store `events[rows]`, whose dedup keys are distinct; returns one outcome per row, in order.
+///
+/// A batch is usually one statement, so it runs without BEGIN/COMMIT: a single statement is
+/// atomic on its own (one fsync), each explicit BEGIN or COMMIT would be one more round trip
+/// to SQLite's worker thread, and a statement inside an explicit transaction needs a statement
+/// journal, which spills to a temporary file once it outgrows 64 KiB. Larger batches are
+/// chunked inside one transaction.
+///
+/// Duplicates are looked up first (one query for the whole batch), so the INSERT returns no
+/// rows: its ids follow from `last_insert_rowid`, because one multi-row INSERT into an
+/// AUTOINCREMENT table numbers its rows consecutively in the order given. (Streaming back a
+/// RETURNING row per event cost a thread wake-up per event.) The lookup and the INSERT are
+/// not one transaction, which is safe because this task is the only writer of events; should
+/// a duplicate still slip past, the UNIQUE index fails the whole INSERT and the caller
+/// retries event by event, which finds it.
+pub(super) async fn store_distinct(
+    conn: &mut SqliteConnection,
+    events: &[&NewEvent],
+    keys: &[Option<String>],
+    rows: &[usize],
+) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+    let stored_before = if rows.iter().any(|&i| keys[i].is_some()) {
+        existing_ids(conn, rows.iter().filter_map(|&i| keys[i].as_ref())).await?
+    } else {
+        HashMap::new()
+    };
+    let mut outcomes: Vec<Option<StoreOutcome>> = vec![None; rows.len()];
+    let mut new_rows = Vec::with_capacity(rows.len());
+    for (position, &index) in rows.iter().enumerate() {
+        match keys[index].as_ref().and_then(|key| stored_before.get(key)) {
+            Some(&id) => outcomes[position] = Some(StoreOutcome::Duplicate(id)),
+            None => new_rows.push(position),
+        }
+    }
+    let mut ids = Vec::with_capacity(new_rows.len());
+    if new_rows.len() <= MAX_ROWS_PER_STATEMENT {
+        insert_rows(conn, events, keys, rows, &new_rows, &mut ids).await?;
+    } else {
+        let mut tx = conn.begin().await?;
+        for chunk in new_rows.chunks(MAX_ROWS_PER_STATEMENT) {
+            insert_rows(&mut tx, events, keys, rows, chunk, &mut ids).await?;
+        }
+        tx.commit().await?;
+    }
+    for (position, id) in new_rows.into_iter().zip(ids) {
+        outcomes[position] = Some(StoreOutcome::Stored(id));
+    }
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
+/// One multi-row INSERT of the events at `rows[positions]`, appending their new ids to `ids`.
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    events: &[&NewEvent],
+    keys: &[Option<String>],
+    rows: &[usize],
+    positions: &[usize],
+    ids: &mut Vec<i64>,
+) -> Result<(), sqlx::Error> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut query = QueryBuilder::<Sqlite>::new(COLUMNS);
+    query.push_values(positions, |mut row, &position| {
+        let index = rows[position];
+        let event = events[index];
+        let f = &event.fields;
+        row.push_bind(Timestamp(event.received_at))
+            .push_bind(event.content_type.as_deref())
+            .push_bind(event.remote_addr.as_deref())
+            .push_bind(f.event_type.as_deref())
+            .push_bind(f.direction.as_deref())
+            .push_bind(f.from.as_deref())
+            .push_bind(f.to.as_deref())
+            .push_bind(f.message_id.as_deref())
+            .push_bind(f.status.as_deref())
+            .push_bind(f.error_code.as_deref())
+            .push_bind(f.text.as_deref())
+            .push_bind(event.body.as_slice())
+            .push_bind(keys[index].as_deref())
+            .push_bind(event.signature.as_str());
+    });
+    let result = query
+        .build()
+        .persistent(positions.len() <= MAX_CACHED_ROWS)
+        .execute(&mut *conn)
+        .await?;
+    let count = positions.len() as u64;
+    if result.rows_affected() != count {
+        return Err(sqlx::Error::Protocol(format!(
+            "inserted {} rows of {count}",
+            result.rows_affected()
+        )));
+    }
+    let first_id = result.last_insert_rowid() - (positions.len() as i64 - 1);
+    ids.extend(first_id..=result.last_insert_rowid());
+    Ok(())
+}
+
+/// Ids of the rows already stored under any of `keys`: one statement whatever their number
+/// (the keys travel as one JSON array), so its prepared form is cached.
+async fn existing_ids<'k>(
+    conn: &mut SqliteConnection,
+    keys: impl Iterator<Item = &'k String>,
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let keys: Vec<&String> = keys.collect();
+    let keys = serde_json::to_string(&keys)
+        .map_err(|e| sqlx::Error::Protocol(format!("cannot encode dedup keys: {e}")))?;
+    let rows = sqlx::query(
+        "SELECT id, dedup_key FROM events WHERE dedup_key IN (SELECT value FROM json_each($1))",
+    )
+    .bind(keys)
+    .fetch_all(conn)
+    .await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in rows {
+        found.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+    }
+    Ok(found)
+}
