@@ -1,4 +1,8 @@
-//! The integration tests: one binary, so the crate and its helpers are compiled once.
+//! The integration tests: one binary, so the crate and its helpers are compiled once. The
+//! storage modules run again on PostgreSQL in `tests/postgres`.
+
+/// The store every `TestConfig` of this binary uses.
+pub const BACKEND: voltd::store::Backend = voltd::store::Backend::Sqlite;
 
 mod admin;
 mod config_cli;

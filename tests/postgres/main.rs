@@ -1,0 +1,29 @@
+//! The storage tests of `tests/api` again, with every daemon on PostgreSQL (each test in a
+//! schema of its own), plus what only a shared store can show: several instances at once.
+
+// The helpers are shared with `tests/api`; not every one is used by the modules run here.
+#![allow(dead_code)]
+
+#[path = "../api/admin.rs"]
+mod admin;
+#[path = "../api/daemon.rs"]
+mod daemon;
+#[path = "../api/durability.rs"]
+mod durability;
+#[path = "../api/events_cli.rs"]
+mod events_cli;
+#[path = "../api/fake_volt.rs"]
+mod fake_volt;
+#[path = "../api/helpers.rs"]
+mod helpers;
+#[path = "../api/limits.rs"]
+mod limits;
+#[path = "../api/receiving.rs"]
+mod receiving;
+#[path = "../api/registration.rs"]
+mod registration;
+#[path = "../api/shutdown.rs"]
+mod shutdown;
+
+/// The store every `TestConfig` of this binary uses.
+pub const BACKEND: voltd::store::Backend = voltd::store::Backend::Postgres;
