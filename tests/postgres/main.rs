@@ -16,6 +16,7 @@ mod events_cli;
 mod fake_volt;
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod instances;
 #[path = "../api/limits.rs"]
 mod limits;
 #[path = "../api/receiving.rs"]
