@@ -70,6 +70,8 @@ where
 mod tests {
     use super::*;
     use crate::event::{EventFields, NewEvent};
+    use crate::store::Backend;
+    use crate::store::test_db::{BACKENDS, TestDb};
 
     fn event_aged(days: i64) -> NewEvent {
         NewEvent {
@@ -84,10 +86,14 @@ mod tests {
 
     #[tokio::test]
     async fn sweep_deletes_only_events_past_retention() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("voltd.db").display());
-        let store = Store::open(&url).await.unwrap();
-        store.migrate().await.unwrap();
+        for backend in BACKENDS {
+            sweep_deletes_only_events_past_retention_on(backend).await;
+        }
+    }
+
+    async fn sweep_deletes_only_events_past_retention_on(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
         let (writer, task) = store
             .start_writer(16, 4, std::sync::Arc::new(|_, _| {}))
             .await
@@ -96,28 +102,32 @@ mod tests {
             writer.submit(event_aged(days)).await.unwrap();
         }
         let stop = CancellationToken::new();
-        let deleted = sweep(&store, Duration::from_secs(30 * 86_400), &stop)
+        let deleted = sweep(store, Duration::from_secs(30 * 86_400), &stop)
             .await
             .unwrap();
         assert_eq!(deleted, 2);
         assert_eq!(store.count_events().await.unwrap(), 2);
         // Nothing left to delete: a second sweep is a no-op.
         assert_eq!(
-            sweep(&store, Duration::from_secs(30 * 86_400), &stop)
+            sweep(store, Duration::from_secs(30 * 86_400), &stop)
                 .await
                 .unwrap(),
             0
         );
         task.shutdown().await;
-        store.close().await;
+        db.finish().await;
     }
 
     #[tokio::test]
     async fn large_backlogs_are_deleted_in_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("voltd.db").display());
-        let store = Store::open(&url).await.unwrap();
-        store.migrate().await.unwrap();
+        for backend in BACKENDS {
+            large_backlogs_are_deleted_in_batches_on(backend).await;
+        }
+    }
+
+    async fn large_backlogs_are_deleted_in_batches_on(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
         let (writer, task) = store
             .start_writer(4096, 512, std::sync::Arc::new(|_, _| {}))
             .await
@@ -131,7 +141,7 @@ mod tests {
             result.unwrap().unwrap();
         }
         let deleted = sweep(
-            &store,
+            store,
             Duration::from_secs(86_400),
             &CancellationToken::new(),
         )
@@ -139,6 +149,6 @@ mod tests {
         .unwrap();
         assert_eq!(deleted, 2_500);
         task.shutdown().await;
-        store.close().await;
+        db.finish().await;
     }
 }

@@ -106,7 +106,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             print_line(format_args!(
                 "Migrations applied to {}",
-                settings.storage.url
+                crate::store::redacted_url(&settings.storage.url)
             ))
         }),
         Command::Register => system.block_on(run::register_once(settings)),

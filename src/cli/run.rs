@@ -13,7 +13,7 @@ pub async fn daemon(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %settings.source.display(),
-        storage = settings.storage.url,
+        storage = crate::store::redacted_url(&settings.storage.url),
         "Starting voltd"
     );
     // Handlers go in before anything else so that no SIGTERM can meet the default action
