@@ -15,7 +15,7 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::signature::VoltPublicKey;
-use crate::store::{Backend, StoreError, redacted_url};
+use crate::store::{Backend, redacted_url};
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const CONFIG_ENV: &str = "VOLTD_CONFIG";
@@ -459,9 +459,9 @@ impl Settings {
                 Some(parse_socket_addr("admin.listen", text)?)
             }
         };
-        let backend = match Backend::of_url(&raw.storage.url) {
-            Some(Backend::Sqlite) if is_durable_sqlite_url(&raw.storage.url) => Backend::Sqlite,
-            Some(Backend::Postgres) if Url::parse(&raw.storage.url).is_ok() => Backend::Postgres,
+        match Backend::of_url(&raw.storage.url) {
+            Some(Backend::Sqlite) if is_durable_sqlite_url(&raw.storage.url) => {}
+            Some(Backend::Postgres) if Url::parse(&raw.storage.url).is_ok() => {}
             _ => {
                 return Err(ConfigError::Value {
                     key: "storage.url",
@@ -474,7 +474,7 @@ impl Settings {
                     ),
                 });
             }
-        };
+        }
         if !is_log_filter(&raw.log.level) {
             return Err(ConfigError::Value {
                 key: "log.level",
@@ -485,12 +485,6 @@ impl Settings {
             });
         }
         let forward = crate::forward::validate(raw.forward)?;
-        if backend == Backend::Postgres && !forward.is_empty() {
-            return Err(ConfigError::Value {
-                key: "forward",
-                message: StoreError::ForwardingNeedsSqlite.to_string(),
-            });
-        }
         Ok(Self {
             source: path.to_path_buf(),
             api: ApiSettings {

@@ -1,9 +1,11 @@
 //! Forwarding stored events to HTTP endpoints and commands.
 //!
-//! The delivery task reads the store, never the ingest path: it follows the events table by
-//! id (a cursor per sink, in the database), queues one delivery row per (event, sink) in the
-//! transaction that moves the cursor, then works through due deliveries with retries.
-//! Delivery is at least once and unordered; pending deliveries survive restarts.
+//! The delivery task reads the store, never the ingest path: it follows the events table (a
+//! cursor per sink, in the database; see [`crate::store::Outbox`]), queues one delivery row
+//! per (event, sink) in the transaction that moves the cursor, then works through due
+//! deliveries with retries. Delivery is at least once and unordered; pending deliveries
+//! survive restarts. Of several instances sharing a PostgreSQL store, only the one holding
+//! the forwarding role runs the task.
 
 mod config;
 mod signing;
@@ -26,13 +28,16 @@ pub use sink::{Attempt, Sink};
 
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
-use crate::store::{DeliveryOutcome, EventHeader, Store, StoreError};
+use crate::store::{DeliveryOutcome, EventHeader, Role, RoleLock, Store, StoreError};
 
 /// How often the store is checked for new events and due retries.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const QUEUE_BATCH: u32 = 500;
 const BACKLOG_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 const STORE_WARNING_INTERVAL: Duration = Duration::from_secs(30);
+/// How often an instance standing by tries to take the forwarding role, and how often the
+/// forwarding instance checks that it still holds it.
+const ROLE_RETRY: Duration = Duration::from_secs(3);
 /// After an attempt finishes, others finishing within this window share its commit.
 const RECORD_WINDOW: Duration = Duration::from_millis(25);
 
@@ -107,50 +112,115 @@ pub fn run_on_own_thread(
     }
 }
 
-/// Run until `stop`: queue new events, deliver due ones within each sink's concurrency,
-/// record every outcome. Attempts still running at stop are abandoned and stay pending.
+/// Run until `stop`. With several instances on one PostgreSQL store only the one holding
+/// the forwarding role works through the outbox; the others stand by and take over within
+/// [`ROLE_RETRY`] when it stops. (SQLite has one instance, which always holds the role.)
 pub async fn run(
     store: Store,
     sinks: Vec<ForwardSettings>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
     // awc clients are tied to this thread, so the sinks are shared with `Rc`.
     let sinks: Vec<Rc<Sink>> = sinks.into_iter().map(|s| Rc::new(Sink::new(s))).collect();
+    // A failing database would otherwise be reported on every poll.
+    let store_warnings = LogLimiter::new(STORE_WARNING_INTERVAL);
+    let mut standing_by = false;
+    while !stop.is_cancelled() {
+        match store.try_take_role(Role::Forwarding).await {
+            Ok(Some(role)) => {
+                if standing_by {
+                    tracing::info!(
+                        "The instance that forwarded events has stopped; this one takes over"
+                    );
+                    standing_by = false;
+                }
+                forward(&store, &sinks, &metrics, &store_warnings, role, &stop).await;
+            }
+            Ok(None) => {
+                if !standing_by {
+                    tracing::info!(
+                        "Another instance forwards stored events; this one takes over if it stops"
+                    );
+                    standing_by = true;
+                }
+            }
+            Err(e) => {
+                if let Some(suppressed) = store_warnings.permit() {
+                    tracing::warn!(error = %e, suppressed, "Cannot take the forwarding role; will retry");
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(ROLE_RETRY) => {}
+        }
+    }
+}
+
+/// The forwarding instance's work: queue new events, deliver due ones within each sink's
+/// concurrency, record every outcome; until `stop`, or until the role or the outbox's
+/// connection is lost. Attempts still running then are abandoned and stay pending.
+async fn forward(
+    store: &Store,
+    sinks: &[Rc<Sink>],
+    metrics: &Metrics,
+    store_warnings: &LogLimiter,
+    mut role: RoleLock,
+    stop: &CancellationToken,
+) {
+    let names: Vec<&str> = sinks.iter().map(|s| s.settings.name.as_str()).collect();
     let mut in_flight_per_sink = vec![0usize; sinks.len()];
     let mut in_flight: HashSet<i64> = HashSet::new();
     let mut attempts: JoinSet<Attempt> = JoinSet::new();
     let mut started: HashMap<tokio::task::Id, Started> = HashMap::new();
     let mut last_queued: Option<Instant> = None;
     let mut last_sample: Option<Instant> = None;
+    let mut last_role_check = Instant::now();
     let mut outbox = match store.open_outbox().await {
         Ok(outbox) => outbox,
         Err(e) => {
-            tracing::error!(error = %e, "Cannot open the store for forwarding; events are not forwarded");
+            if let Some(suppressed) = store_warnings.permit() {
+                tracing::warn!(error = %e, suppressed, "Cannot open the store for forwarding; will retry");
+            }
             return;
         }
     };
-    // A failing database would otherwise be reported on every poll.
-    let store_warnings = LogLimiter::new(STORE_WARNING_INTERVAL);
     tracing::info!(sinks = ?names, "Forwarding stored events");
     while !stop.is_cancelled() {
+        if last_role_check.elapsed() >= ROLE_RETRY {
+            last_role_check = Instant::now();
+            if let Err(e) = role.check().await {
+                tracing::warn!(
+                    error = %e,
+                    "Lost the forwarding role with its database session; forwarding stops \
+                     until this instance can take it again"
+                );
+                break;
+            }
+        }
         // Completions wake the loop often; new events are looked for at the poll rate only.
         if last_queued.is_none_or(|at| at.elapsed() >= POLL_INTERVAL) {
             last_queued = Some(Instant::now());
-            let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
             let queued = outbox
-                .queue_new_events(&name_refs, QUEUE_BATCH, |sink, event| {
+                .queue_new_events(&names, QUEUE_BATCH, |sink, event| {
                     sinks
                         .iter()
                         .find(|s| s.settings.name == sink)
                         .is_some_and(|s| s.settings.wants(event))
                 })
                 .await;
-            if let Err(e) = queued
-                && let Some(suppressed) = store_warnings.permit()
-            {
-                tracing::warn!(error = %e, suppressed, "Cannot queue new events for forwarding; will retry");
+            match queued {
+                Err(e) if lost_connection(&e) => {
+                    tracing::warn!(error = %e, "Lost the forwarding database connection; reconnecting");
+                    break;
+                }
+                Err(e) => {
+                    if let Some(suppressed) = store_warnings.permit() {
+                        tracing::warn!(error = %e, suppressed, "Cannot queue new events for forwarding; will retry");
+                    }
+                }
+                Ok(_) => {}
             }
         }
         for (index, sink) in sinks.iter().enumerate() {
@@ -201,7 +271,7 @@ pub async fn run(
         }
         if last_sample.is_none_or(|at| at.elapsed() >= BACKLOG_SAMPLE_INTERVAL) {
             last_sample = Some(Instant::now());
-            sample_backlog(&store, &metrics).await;
+            sample_backlog(store, metrics).await;
         }
         tokio::select! {
             () = stop.cancelled() => break,
@@ -223,26 +293,41 @@ pub async fn run(
                     };
                     let Some(attempt_of) = started.remove(&id) else { continue };
                     let settings = &sinks[attempt_of.sink].settings;
-                    outcomes.push((attempt_of, decide(&metrics, settings, attempt_of, attempt)));
+                    outcomes.push((attempt_of, decide(metrics, settings, attempt_of, attempt)));
                 }
                 let rows: Vec<(i64, DeliveryOutcome)> =
                     outcomes.iter().map(|(s, o)| (s.delivery, o.clone())).collect();
-                if let Err(e) = outbox.record_outcomes(&rows).await {
-                    // Still pending in the store, so they are attempted again.
-                    if let Some(suppressed) = store_warnings.permit() {
-                        tracing::warn!(error = %e, suppressed, "Cannot record delivery outcomes; they will be retried");
-                    }
+                let recorded = outbox.record_outcomes(&rows).await;
+                // Still pending in the store, so they are attempted again.
+                if let Err(e) = &recorded
+                    && !lost_connection(e)
+                    && let Some(suppressed) = store_warnings.permit()
+                {
+                    tracing::warn!(error = %e, suppressed, "Cannot record delivery outcomes; they will be retried");
                 }
                 // Only now may the due query return them again.
                 for (attempt_of, _) in outcomes {
                     in_flight.remove(&attempt_of.delivery);
                     in_flight_per_sink[attempt_of.sink] -= 1;
                 }
+                if let Err(e) = recorded
+                    && lost_connection(&e)
+                {
+                    tracing::warn!(error = %e, "Lost the forwarding database connection; reconnecting");
+                    break;
+                }
             }
             () = tokio::time::sleep(POLL_INTERVAL) => {}
         }
     }
     attempts.shutdown().await;
+}
+
+/// Whether the outbox's own connection is gone (a PostgreSQL server restarted, or the
+/// session was ended), so that only a new one can go on. The role is given up with it and
+/// taken again, by this instance or another.
+fn lost_connection(error: &StoreError) -> bool {
+    matches!(error, StoreError::Query(sqlx::Error::Io(_)))
 }
 
 /// What a finished attempt means for its delivery; logs and counts it.

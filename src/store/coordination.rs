@@ -12,7 +12,7 @@ use super::{Store, StoreError};
 
 /// A role this process holds until the value is dropped.
 pub struct RoleLock {
-    _session: Option<PgConnection>,
+    session: Option<PgConnection>,
 }
 
 /// Roles, as the second key of the advisory lock (the first is the schema, so instances
@@ -20,13 +20,28 @@ pub struct RoleLock {
 #[derive(Debug, Clone, Copy)]
 pub enum Role {
     Registration = 1,
+    /// Working through the forwarding outbox: one instance attempts deliveries, so a
+    /// pending delivery is never attempted by two at once.
+    Forwarding = 2,
+}
+
+impl RoleLock {
+    /// Whether the role is still this process's: fails once the lock's session has ended
+    /// (the server restarted, or the connection was cut), which frees the role for other
+    /// instances. The round trip also keeps an idle session from being timed out.
+    pub async fn check(&mut self) -> Result<(), StoreError> {
+        if let Some(session) = &mut self.session {
+            sqlx::query("SELECT 1").execute(session).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Store {
     /// Take `role` for this process, or `None` if another instance holds it.
     pub async fn try_take_role(&self, role: Role) -> Result<Option<RoleLock>, StoreError> {
         let Pool::Postgres(pool) = &self.pool else {
-            return Ok(Some(RoleLock { _session: None }));
+            return Ok(Some(RoleLock { session: None }));
         };
         let mut session = pool.connect_options().connect().await?;
         let taken: bool =
@@ -35,7 +50,7 @@ impl Store {
                 .fetch_one(&mut session)
                 .await?;
         Ok(taken.then_some(RoleLock {
-            _session: Some(session),
+            session: Some(session),
         }))
     }
 }

@@ -1,13 +1,14 @@
 //! The forwarding outbox: per-sink cursors over the events table and one delivery row per
-//! (event, sink). Only the pool is used; the event writer's connection is never touched.
+//! (event, sink). The event writer's connection is never touched: reads use the pool, the
+//! delivery task's writes its own [`Outbox`] connection.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool, SqliteConnection};
 
 use super::backend::{Pool, Timestamp, WritePool, on_pool};
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 
 /// What a sink filter looks at.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -97,19 +98,15 @@ const SELECT_HEADER: &str = "SELECT id, event_type, direction, from_number, to_n
 const SELECT_DELIVERY: &str = "SELECT id, event_id, sink, status, attempts, next_attempt_at, \
     created_at, updated_at, last_error FROM deliveries";
 
-/// Creates a sink's cursor at the newest stored event unless it has one. (`WHERE true` lets
-/// SQLite parse an upsert after a SELECT.)
-const START_CURSOR: &str = "INSERT INTO forward_cursors (sink, last_event_id) \
-    SELECT $1, COALESCE(MAX(id), 0) FROM events WHERE true ON CONFLICT (sink) DO NOTHING";
-
 const INSERT_DELIVERY: &str = "INSERT INTO deliveries (event_id, sink, next_attempt_at, \
     created_at, updated_at) VALUES ($1, $2, $3, $3, $3)";
 
 impl Store {
-    /// Create a cursor at the newest stored event for each sink that has none yet.
+    /// Create a cursor after the events stored so far for each sink that has none yet.
     pub async fn start_forward_cursors(&self, sinks: &[&str]) -> Result<(), StoreError> {
+        let start_cursor = OutboxSql::of(self.backend()).start_cursor;
         for sink in sinks {
-            on_pool!(self, pool => sqlx::query(START_CURSOR).bind(*sink).execute(pool).await.map(drop))?;
+            on_pool!(self, pool => sqlx::query(start_cursor).bind(*sink).execute(pool).await.map(drop))?;
         }
         Ok(())
     }
@@ -222,110 +219,229 @@ impl Store {
     }
 }
 
-/// The delivery task's own connection, for its writes (see [`super::sqlite::outbox`]).
-/// Forwarding keeps a cursor over event ids, which is exact only while one writer numbers
-/// and commits events in the same order: it needs the SQLite store.
+/// How far a sink has looked through the events table, in the order the outbox follows it:
+/// every event at or before the position has been considered. On PostgreSQL `xid` is the
+/// inserting transaction (see [`POSTGRES`]); on SQLite it is always 0 and the id alone orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
+struct Position {
+    xid: i64,
+    id: i64,
+}
+
+/// An event the outbox looks at: where it lies, and what sink filters see.
+#[derive(sqlx::FromRow)]
+struct Scanned {
+    xid: i64,
+    #[sqlx(flatten)]
+    header: EventHeader,
+}
+
+/// The outbox statements that differ between the databases. Each takes the same arguments
+/// in both: a position binds as `$1` (xid) and `$2` (id), or `$2` and `$3` after a sink name.
+/// SQLite ignores the xid: one writer numbers and commits events in the same order, so an id
+/// cursor is exact there.
+struct OutboxSql {
+    /// Opens a transaction that will write.
+    begin: &'static str,
+    /// Creates a sink's cursor (`$1`) where it starts receiving, unless it has one.
+    start_cursor: &'static str,
+    /// `sink, xid, id` of every cursor.
+    cursors: &'static str,
+    /// As `cursors`, locked until the transaction ends.
+    lock_cursors: &'static str,
+    /// The position of the last event that may be queued now, if any.
+    newest: &'static str,
+    /// `xid`, then the [`EventHeader`] columns, of up to `$3` events after the position,
+    /// in order.
+    scan: &'static str,
+    /// Moves the cursor of `$1` to the position.
+    move_cursor: &'static str,
+}
+
+/// The BEGIN IMMEDIATE transaction holds the database's one write lock, so cursors need no
+/// lock of their own; it is taken up front, so the transaction cannot fail half-way on a
+/// snapshot made stale by the event writer. (`WHERE true` lets SQLite parse an upsert after
+/// a SELECT.)
+const SQLITE: OutboxSql = OutboxSql {
+    begin: "BEGIN IMMEDIATE",
+    start_cursor: "INSERT INTO forward_cursors (sink, last_event_id) \
+        SELECT $1, COALESCE(MAX(id), 0) FROM events WHERE true ON CONFLICT (sink) DO NOTHING",
+    cursors: "SELECT sink, 0, last_event_id FROM forward_cursors",
+    lock_cursors: "SELECT sink, 0, last_event_id FROM forward_cursors",
+    newest: "SELECT 0 AS xid, id FROM events ORDER BY id DESC LIMIT 1",
+    scan: "SELECT 0 AS xid, id, event_type, direction, from_number, to_number FROM events \
+        WHERE id > $2 ORDER BY id LIMIT $3",
+    move_cursor: "UPDATE forward_cursors SET last_event_id = $3 WHERE sink = $1",
+};
+
+/// Several instances insert events, and an id is handed out at insert, not at commit: a
+/// smaller id can become visible after a larger one. So events are followed by (inserting
+/// transaction, id), and only those whose transaction is older than every transaction still
+/// running (`pg_snapshot_xmin`) are looked at: all of those have ended, and every event
+/// inserted from then on belongs to a newer transaction, so none can appear behind a cursor.
+/// Cursor rows are locked for the transaction, so two outboxes (an instance that lost the
+/// forwarding role without noticing yet, and its successor) queue each event once.
+///
+/// A new cursor starts at the oldest running transaction: events of transactions that were
+/// still open are sent, as well as a few that had just committed, rather than risk missing
+/// one. xid8 values travel as text, the one conversion both ways.
+const POSTGRES: OutboxSql = OutboxSql {
+    begin: "BEGIN",
+    start_cursor: "INSERT INTO forward_cursors (sink, last_xid, last_event_id) \
+        VALUES ($1, pg_snapshot_xmin(pg_current_snapshot()), 0) ON CONFLICT (sink) DO NOTHING",
+    cursors: "SELECT sink, last_xid::text::bigint, last_event_id FROM forward_cursors",
+    lock_cursors: "SELECT sink, last_xid::text::bigint, last_event_id FROM forward_cursors \
+        ORDER BY sink FOR UPDATE",
+    newest: "SELECT xid::text::bigint AS xid, id FROM events \
+        WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) \
+        ORDER BY events.xid DESC, id DESC LIMIT 1",
+    scan: "SELECT xid::text::bigint AS xid, id, event_type, direction, from_number, to_number \
+        FROM events WHERE (xid, id) > ($1::bigint::text::xid8, $2) \
+        AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY events.xid, id LIMIT $3",
+    move_cursor: "UPDATE forward_cursors SET last_xid = $2::bigint::text::xid8, \
+        last_event_id = $3 WHERE sink = $1",
+};
+
+impl OutboxSql {
+    fn of(backend: Backend) -> &'static Self {
+        match backend {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        }
+    }
+}
+
+/// The delivery task's own connection, for its writes: outside the pool, so the event
+/// writer's and the readers' connections are never held by forwarding.
 pub struct Outbox {
-    conn: SqliteConnection,
+    conn: OutboxConnection,
+}
+
+enum OutboxConnection {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+/// Evaluate `$body` with `$conn` bound to the outbox's connection and `$sql` to its
+/// database's [`OutboxSql`]: one body, compiled once per backend.
+macro_rules! on_outbox {
+    ($outbox:expr, $conn:ident, $sql:ident => $body:expr) => {
+        match &mut $outbox.conn {
+            OutboxConnection::Sqlite($conn) => {
+                let $sql = &SQLITE;
+                $body
+            }
+            OutboxConnection::Postgres($conn) => {
+                let $sql = &POSTGRES;
+                $body
+            }
+        }
+    };
 }
 
 impl Store {
     pub async fn open_outbox(&self) -> Result<Outbox, StoreError> {
-        match &self.pool {
-            Pool::Sqlite(pool) => Ok(Outbox {
-                conn: super::sqlite::outbox(pool).await?,
-            }),
-            Pool::Postgres(_) => Err(StoreError::ForwardingNeedsSqlite),
-        }
+        let conn = match &self.pool {
+            Pool::Sqlite(pool) => OutboxConnection::Sqlite(super::sqlite::outbox(pool).await?),
+            Pool::Postgres(pool) => OutboxConnection::Postgres(postgres_outbox(pool).await?),
+        };
+        Ok(Outbox { conn })
     }
+}
+
+/// PostgreSQL's counterpart of [`super::sqlite::outbox`]: commits do not wait for the WAL to
+/// reach the disk (`synchronous_commit = off`). The WAL is one sequence, so a crash can only
+/// lose the latest commits, each whole (queued deliveries with their cursor move, outcomes),
+/// and never one that an event commit after it depends on: those events are sent again,
+/// none is skipped.
+async fn postgres_outbox(pool: &PgPool) -> Result<PgConnection, StoreError> {
+    let mut conn = pool.connect_options().connect().await?;
+    sqlx::query("SET synchronous_commit = off")
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
 }
 
 impl Outbox {
     /// Queue a delivery for each new event each sink wants, and move the sinks' cursors past
     /// the events looked at, in one short transaction. A sink without a cursor (see
-    /// [`Store::start_forward_cursors`]) starts after the newest stored event.
+    /// [`Store::start_forward_cursors`]) gets one first.
     pub async fn queue_new_events(
         &mut self,
         sinks: &[&str],
         batch: u32,
         wants: impl Fn(&str, &EventHeader) -> bool,
     ) -> Result<usize, StoreError> {
-        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-            .fetch_one(&mut self.conn)
-            .await?;
-        let cursors = self.cursors().await?;
-        let behind = sinks
-            .iter()
-            .any(|sink| cursors.get(*sink).is_none_or(|last| *last < newest));
-        if !behind {
-            return Ok(0);
-        }
-        // IMMEDIATE takes the write lock up front, so the transaction cannot fail half-way
-        // on a snapshot made stale by the event writer.
-        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        for sink in sinks {
-            sqlx::query(START_CURSOR)
-                .bind(*sink)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let rows = sqlx::query("SELECT sink, last_event_id FROM forward_cursors")
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut cursors = HashMap::new();
-        for row in rows {
-            cursors.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
-        }
-        let start = sinks
-            .iter()
-            .filter_map(|sink| cursors.get(*sink).copied())
-            .min()
-            .unwrap_or(newest);
-        let headers: Vec<EventHeader> = sqlx::query_as(AssertSqlSafe(format!(
-            "{SELECT_HEADER} WHERE id > $1 ORDER BY id LIMIT $2"
-        )))
-        .bind(start)
-        .bind(i64::from(batch))
-        .fetch_all(&mut *tx)
-        .await?;
-        let Some(last_seen) = headers.last().map(|h| h.id) else {
-            tx.commit().await?;
-            return Ok(0);
-        };
-        let now = Timestamp::now();
-        let mut queued = 0;
-        for sink in sinks {
-            let cursor = cursors.get(*sink).copied().unwrap_or(newest);
-            for header in headers.iter().filter(|h| h.id > cursor) {
-                if wants(sink, header) {
-                    sqlx::query(INSERT_DELIVERY)
-                        .bind(header.id)
-                        .bind(*sink)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    queued += 1;
-                }
+        on_outbox!(self, conn, sql => {
+            // Looked at outside a transaction first, so an idle poll takes no write lock.
+            let newest: Option<Position> =
+                sqlx::query_as(sql.newest).fetch_optional(&mut *conn).await?;
+            let cursors = read_cursors(sqlx::query_as(sql.cursors).fetch_all(&mut *conn).await?);
+            let missing: Vec<&str> = sinks
+                .iter()
+                .copied()
+                .filter(|sink| !cursors.contains_key(*sink))
+                .collect();
+            let behind = sinks.iter().any(|sink| {
+                cursors
+                    .get(*sink)
+                    .is_some_and(|cursor| newest.is_some_and(|newest| *cursor < newest))
+            });
+            if missing.is_empty() && !behind {
+                return Ok(0);
             }
-            if cursor < last_seen {
-                sqlx::query("UPDATE forward_cursors SET last_event_id = $2 WHERE sink = $1")
-                    .bind(*sink)
-                    .bind(last_seen)
+            let mut tx = conn.begin_with(sql.begin).await?;
+            for sink in missing {
+                sqlx::query(sql.start_cursor)
+                    .bind(sink)
                     .execute(&mut *tx)
                     .await?;
             }
-        }
-        tx.commit().await?;
-        Ok(queued)
-    }
-
-    async fn cursors(&mut self) -> Result<HashMap<String, i64>, StoreError> {
-        let rows = sqlx::query("SELECT sink, last_event_id FROM forward_cursors")
-            .fetch_all(&mut self.conn)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect()
+            let cursors =
+                read_cursors(sqlx::query_as(sql.lock_cursors).fetch_all(&mut *tx).await?);
+            let Some(start) = sinks.iter().filter_map(|sink| cursors.get(*sink)).min() else {
+                tx.commit().await?;
+                return Ok(0);
+            };
+            let scanned: Vec<Scanned> = sqlx::query_as(sql.scan)
+                .bind(start.xid)
+                .bind(start.id)
+                .bind(i64::from(batch))
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(last_seen) = scanned.last().map(Scanned::position) else {
+                tx.commit().await?;
+                return Ok(0);
+            };
+            let now = Timestamp::now();
+            let mut queued = 0;
+            for sink in sinks {
+                let Some(&cursor) = cursors.get(*sink) else {
+                    continue;
+                };
+                for event in scanned.iter().filter(|e| e.position() > cursor) {
+                    if wants(sink, &event.header) {
+                        sqlx::query(INSERT_DELIVERY)
+                            .bind(event.header.id)
+                            .bind(*sink)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        queued += 1;
+                    }
+                }
+                if cursor < last_seen {
+                    sqlx::query(sql.move_cursor)
+                        .bind(*sink)
+                        .bind(last_seen.xid)
+                        .bind(last_seen.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(queued)
+        })
     }
 
     /// Record the outcome of finished attempts in one transaction (one commit for many
@@ -338,27 +454,220 @@ impl Outbox {
             return Ok(());
         }
         let now = Utc::now();
-        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        for (id, outcome) in outcomes {
-            let (status, next_attempt_at, error) = match outcome {
-                DeliveryOutcome::Delivered => ("delivered", now, None),
-                DeliveryOutcome::Retry { at, error } => ("pending", *at, Some(error.as_str())),
-                DeliveryOutcome::Dead { error } => ("dead", now, Some(error.as_str())),
-            };
-            sqlx::query(
-                "UPDATE deliveries SET status = $2, attempts = attempts + 1, \
-                 next_attempt_at = $3, updated_at = $4, last_error = COALESCE($5, last_error) \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(status)
-            .bind(Timestamp(next_attempt_at))
-            .bind(Timestamp(now))
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
+        on_outbox!(self, conn, sql => {
+            let mut tx = conn.begin_with(sql.begin).await?;
+            for (id, outcome) in outcomes {
+                let (status, next_attempt_at, error) = match outcome {
+                    DeliveryOutcome::Delivered => ("delivered", now, None),
+                    DeliveryOutcome::Retry { at, error } => ("pending", *at, Some(error.as_str())),
+                    DeliveryOutcome::Dead { error } => ("dead", now, Some(error.as_str())),
+                };
+                sqlx::query(
+                    "UPDATE deliveries SET status = $2, attempts = attempts + 1, \
+                     next_attempt_at = $3, updated_at = $4, last_error = COALESCE($5, last_error) \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(status)
+                .bind(Timestamp(next_attempt_at))
+                .bind(Timestamp(now))
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+impl Scanned {
+    fn position(&self) -> Position {
+        Position {
+            xid: self.xid,
+            id: self.header.id,
         }
-        tx.commit().await?;
-        Ok(())
+    }
+}
+
+fn read_cursors(rows: Vec<(String, i64, i64)>) -> HashMap<String, Position> {
+    rows.into_iter()
+        .map(|(sink, xid, id)| (sink, Position { xid, id }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use sqlx::Executor;
+
+    use super::*;
+    use crate::store::test_db::{BACKENDS, TestDb};
+
+    const INSERT_EVENT: &str = "INSERT INTO events (received_at, body) VALUES ($1, $2)";
+
+    async fn insert_events(store: &Store, count: usize) {
+        for _ in 0..count {
+            on_pool!(store, pool => sqlx::query(INSERT_EVENT)
+                .bind(Timestamp::now())
+                .bind(&b"{}"[..])
+                .execute(pool)
+                .await
+                .map(drop))
+            .unwrap();
+        }
+    }
+
+    /// `(event id, sink)` of every delivery, in event order.
+    async fn queued(store: &Store) -> Vec<(i64, String)> {
+        let everything = DeliveryFilter {
+            limit: u32::MAX,
+            ..DeliveryFilter::default()
+        };
+        let mut queued: Vec<(i64, String)> = store
+            .list_deliveries(&everything)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.event_id, d.sink))
+            .collect();
+        queued.sort();
+        queued
+    }
+
+    /// One round of the outbox for the sink `s`, which wants everything.
+    async fn queue(outbox: &mut Outbox) -> usize {
+        outbox
+            .queue_new_events(&["s"], 500, |_, _| true)
+            .await
+            .unwrap()
+    }
+
+    /// Run the outbox until `done` holds of what is queued. On PostgreSQL an event waits
+    /// for every older transaction on the server, other tests' included, so it may take a
+    /// few rounds.
+    async fn queue_until(
+        outbox: &mut Outbox,
+        store: &Store,
+        done: impl Fn(&[(i64, String)]) -> bool,
+    ) -> Vec<(i64, String)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            outbox
+                .queue_new_events(&["s"], 500, |_, _| true)
+                .await
+                .unwrap();
+            let queued = queued(store).await;
+            if done(&queued) {
+                return queued;
+            }
+            assert!(Instant::now() < deadline, "never queued; got {queued:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn once_each(ids: &[i64]) -> Vec<(i64, String)> {
+        ids.iter().map(|id| (*id, "s".to_owned())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_sink_gets_only_events_stored_after_it_starts() {
+        for backend in BACKENDS {
+            let db = TestDb::new(backend).await;
+            let store = &db.store;
+            insert_events(store, 3).await;
+            store.start_forward_cursors(&["s"]).await.unwrap();
+            insert_events(store, 2).await;
+            let mut outbox = store.open_outbox().await.unwrap();
+            let queued = queue_until(&mut outbox, store, |q| q.len() >= 2).await;
+            assert_eq!(queued, once_each(&[4, 5]), "{backend:?}");
+            assert_eq!(queue(&mut outbox).await, 0);
+            drop(outbox);
+            db.finish().await;
+        }
+    }
+
+    /// Two instances insert events: one takes its id first but commits last. An id cursor
+    /// would already be past it when it becomes visible; the (xid, id) cursor is not.
+    #[tokio::test]
+    async fn an_event_that_commits_after_a_larger_id_is_still_queued() {
+        let db = TestDb::new(Backend::Postgres).await;
+        let store = &db.store;
+        store.start_forward_cursors(&["s"]).await.unwrap();
+        let mut outbox = store.open_outbox().await.unwrap();
+        let (mut early, mut late) = (
+            PgConnection::connect(&db.url).await.unwrap(),
+            PgConnection::connect(&db.url).await.unwrap(),
+        );
+        // `early` has the older transaction; `late` inserts first, so its id is smaller.
+        early.execute("BEGIN").await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut early)
+            .await
+            .unwrap();
+        late.execute("BEGIN").await.unwrap();
+        for conn in [&mut late, &mut early] {
+            sqlx::query(INSERT_EVENT)
+                .bind(Timestamp::now())
+                .bind(&b"{}"[..])
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        early.execute("COMMIT").await.unwrap();
+        insert_events(store, 1).await;
+
+        let queued = queue_until(&mut outbox, store, |q| !q.is_empty()).await;
+        // Event 1 is still uncommitted; event 3 has a transaction newer than event 1's.
+        assert_eq!(queued, once_each(&[2]));
+        late.execute("COMMIT").await.unwrap();
+        let queued = queue_until(&mut outbox, store, |q| q.len() >= 3).await;
+        assert_eq!(queued, once_each(&[1, 2, 3]));
+        assert_eq!(queue(&mut outbox).await, 0);
+        drop(outbox);
+        db.finish().await;
+    }
+
+    /// An instance that lost the forwarding role without noticing yet may still queue while
+    /// its successor does: each event is queued once all the same.
+    #[tokio::test]
+    async fn two_outboxes_at_once_queue_each_event_once() {
+        for backend in BACKENDS {
+            let db = TestDb::new(backend).await;
+            let store = &db.store;
+            store.start_forward_cursors(&["s"]).await.unwrap();
+            let (first, second) = (
+                store.open_outbox().await.unwrap(),
+                store.open_outbox().await.unwrap(),
+            );
+            let ids: Vec<i64> = (1..=300).collect();
+            let writing = async {
+                for _ in 0..30 {
+                    insert_events(store, 10).await;
+                    tokio::task::yield_now().await;
+                }
+            };
+            let drain = |mut outbox: Outbox| async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut total = 0;
+                while Instant::now() < deadline {
+                    total += outbox
+                        .queue_new_events(&["s"], 7, |_, _| true)
+                        .await
+                        .unwrap();
+                    if queued(store).await.len() >= 300 {
+                        break;
+                    }
+                }
+                (outbox, total)
+            };
+            let ((), (first, from_first), (second, from_second)) =
+                tokio::join!(writing, drain(first), drain(second));
+            assert_eq!(from_first + from_second, 300, "{backend:?}");
+            assert_eq!(queued(store).await, once_each(&ids), "{backend:?}");
+            drop((first, second));
+            db.finish().await;
+        }
     }
 }

@@ -61,11 +61,6 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
-    #[error(
-        "forwarding ([[forward]]) needs the SQLite store; with PostgreSQL, forward events \
-         from the database instead, or remove [[forward]]"
-    )]
-    ForwardingNeedsSqlite,
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]

@@ -21,21 +21,21 @@ use crate::helpers::{TestApp, TestConfig, dead_port, event_body, json_lines, pol
 
 /// One request as the downstream endpoint saw it.
 #[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Bytes,
+pub struct Received {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Bytes,
 }
 
 /// An HTTP endpoint that answers 200 and remembers every request.
-struct Downstream {
+pub struct Downstream {
     port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     handle: ServerHandle,
 }
 
 impl Downstream {
-    fn start() -> Self {
+    pub fn start() -> Self {
         Self::start_on(TcpListener::bind("127.0.0.1:0").expect("bind downstream"))
     }
 
@@ -76,15 +76,15 @@ impl Downstream {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 
-    async fn wait_for(&self, count: usize) -> Vec<Received> {
+    pub async fn wait_for(&self, count: usize) -> Vec<Received> {
         poll_until(&format!("{count} requests downstream"), || {
             let received = self.received();
             std::future::ready((received.len() >= count).then_some(received))
@@ -99,14 +99,14 @@ impl Drop for Downstream {
     }
 }
 
-fn http_sink(name: &str, url: &str, extra: &str) -> String {
+pub fn http_sink(name: &str, url: &str, extra: &str) -> String {
     format!(
         "name = {name:?}\ntype = \"http\"\nurl = {url:?}\nbackoff_initial_ms = 50\n\
          backoff_max_secs = 1\n{extra}"
     )
 }
 
-async fn deliveries(store: &Store) -> Vec<DeliveryRecord> {
+pub async fn deliveries(store: &Store) -> Vec<DeliveryRecord> {
     let everything = DeliveryFilter {
         limit: 1000,
         ..DeliveryFilter::default()
