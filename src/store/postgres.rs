@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgConnection, PgPool, Row};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Row};
 
 use super::{StoreError, redacted_url};
 use crate::event::{NewEvent, StoreOutcome};
@@ -18,8 +18,12 @@ pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
             url: redacted_url(url),
             source,
         })?
-        .application_name("voltd")
         .disable_statement_logging();
+    // Named in pg_stat_activity, unless the URL (or PGAPPNAME) names it otherwise.
+    let options = match options.get_application_name() {
+        Some(_) => options,
+        None => options.application_name("voltd"),
+    };
     PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(10))
@@ -31,10 +35,59 @@ pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
         })
 }
 
-/// The event writer's own connection, outside the pool. A server configured with
-/// `synchronous_commit = off` would acknowledge commits that a crash can still lose, so the
-/// writer turns it back on for itself.
-pub(super) async fn writer(pool: &PgPool) -> Result<PgConnection, StoreError> {
+/// The event writer's own connection, outside the pool, opened again whenever it breaks (the
+/// server restarted, a failover, an idle timeout in between): the events of that batch get
+/// 503, and the next batch reconnects.
+pub(super) struct PgWriter {
+    pool: PgPool,
+    conn: Option<PgConnection>,
+}
+
+/// Connect the event writer; an unreachable server fails start-up.
+pub(super) async fn writer(pool: &PgPool) -> Result<PgWriter, StoreError> {
+    Ok(PgWriter {
+        pool: pool.clone(),
+        conn: Some(connect_writer(pool).await?),
+    })
+}
+
+impl PgWriter {
+    pub(super) async fn store_distinct(
+        &mut self,
+        events: &[&NewEvent],
+        keys: &[Option<String>],
+        rows: &[usize],
+    ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = connect_writer(&self.pool).await.map_err(|e| match e {
+                    StoreError::Query(e) => e,
+                    other => sqlx::Error::Protocol(other.to_string()),
+                })?;
+                tracing::info!("Reconnected the event writer to PostgreSQL");
+                self.conn.insert(conn)
+            }
+        };
+        let result = store_distinct(conn, events, keys, rows).await;
+        if result.is_err() && conn.ping().await.is_err() {
+            tracing::warn!("The event writer's PostgreSQL connection is broken; reconnecting");
+            self.conn = None;
+        }
+        result
+    }
+
+    pub(super) async fn close(self) -> Result<(), sqlx::Error> {
+        match self.conn {
+            Some(conn) => conn.close().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A server configured with `synchronous_commit = off` would acknowledge commits that a
+/// crash can still lose, so the writer turns it back on for itself.
+async fn connect_writer(pool: &PgPool) -> Result<PgConnection, StoreError> {
     let mut conn = pool.connect_options().connect().await?;
     let mode: String = sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(&mut conn)
@@ -64,7 +117,7 @@ const INSERT: &str = "INSERT INTO events (received_at, content_type, remote_addr
 /// Other instances write to the same table, so duplicates cannot be looked up first: the
 /// unique index decides. Rows whose key is already taken are skipped (an insert racing with
 /// another instance's uncommitted one waits for it), then the ids they lost to are read.
-pub(super) async fn store_distinct(
+async fn store_distinct(
     conn: &mut PgConnection,
     events: &[&NewEvent],
     all_keys: &[Option<String>],

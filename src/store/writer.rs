@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection, SqliteConnection};
+use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -153,7 +153,7 @@ async fn commit(
 /// The writer's own connection to whichever database the store uses.
 pub(super) enum WriteConnection {
     Sqlite(SqliteConnection),
-    Postgres(PgConnection),
+    Postgres(postgres::PgWriter),
 }
 
 impl WriteConnection {
@@ -165,14 +165,14 @@ impl WriteConnection {
     ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
         match self {
             Self::Sqlite(conn) => sqlite::store_distinct(conn, events, keys, rows).await,
-            Self::Postgres(conn) => postgres::store_distinct(conn, events, keys, rows).await,
+            Self::Postgres(writer) => writer.store_distinct(events, keys, rows).await,
         }
     }
 
     async fn close(self) -> Result<(), sqlx::Error> {
         match self {
             Self::Sqlite(conn) => conn.close().await,
-            Self::Postgres(conn) => conn.close().await,
+            Self::Postgres(writer) => writer.close().await,
         }
     }
 }

@@ -65,9 +65,14 @@ impl PgSchema {
         Self { name }
     }
 
-    /// A `storage.url` whose tables live in this schema.
+    /// A `storage.url` whose tables live in this schema, and whose connections carry the
+    /// schema's name as their application name (so a test can find them on the server).
     pub fn url(&self) -> String {
-        format!("{}?options=-csearch_path%3D{}", postgres_url(), self.name)
+        format!(
+            "{}?options=-csearch_path%3D{name}&application_name={name}",
+            postgres_url(),
+            name = self.name
+        )
     }
 }
 

@@ -21,6 +21,7 @@ mod instances;
 mod limits;
 #[path = "../api/receiving.rs"]
 mod receiving;
+mod reconnect;
 #[path = "../api/registration.rs"]
 mod registration;
 #[path = "../api/shutdown.rs"]
