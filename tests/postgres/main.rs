@@ -14,6 +14,9 @@ mod durability;
 mod events_cli;
 #[path = "../api/fake_volt.rs"]
 mod fake_volt;
+#[path = "../api/forwarding.rs"]
+mod forwarding;
+mod forwarding_instances;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod instances;
