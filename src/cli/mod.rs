@@ -76,7 +76,7 @@ pub fn main() -> ExitCode {
         // The reader has gone (`voltd events list | head`): nothing is left to say to it.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("voltd: error: {e:#}");
+            eprintln!("voltd: error: {}", describe(&e));
             ExitCode::from(exit_code(&e))
         }
     }
@@ -140,6 +140,21 @@ fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error and its causes, each said once: several layers (sqlx among them) repeat their
+/// cause in their own message.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain().map(ToString::to_string) {
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
@@ -158,4 +173,23 @@ fn exit_code(error: &anyhow::Error) -> u8 {
                 .is_some_and(VoltError::is_credential)
     });
     if config_or_credential { EXIT_CONFIG } else { 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("while executing migrations: {0}")]
+    struct Repeating(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let error = anyhow::Error::new(Repeating(std::io::Error::other("no schema selected")))
+            .context("cannot apply database migrations");
+        assert_eq!(
+            describe(&error),
+            "cannot apply database migrations: while executing migrations: no schema selected"
+        );
+    }
 }

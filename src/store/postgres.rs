@@ -24,15 +24,20 @@ pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
         Some(_) => options,
         None => options.application_name("voltd"),
     };
+    // One connection first, so that a refused connection or a wrong password is reported as
+    // such rather than as the pool's timeout.
+    let connect_error = |source| StoreError::Connect {
+        url: redacted_url(url),
+        source,
+    };
+    let first = options.connect().await.map_err(connect_error)?;
+    first.close().await.map_err(connect_error)?;
     PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await
-        .map_err(|source| StoreError::Connect {
-            url: redacted_url(url),
-            source,
-        })
+        .map_err(connect_error)
 }
 
 /// The event writer's own connection, outside the pool, opened again whenever it breaks (the
