@@ -1,8 +1,8 @@
 //! Prometheus metrics. One `Metrics` value is created at start-up and shared (no global
 //! recorder), so tests can run several apps in one process.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -84,6 +84,9 @@ struct BuildLabel {
 pub struct Metrics {
     registry: Registry,
     events_received: Family<EventTypeLabel, Counter>,
+    /// The series of `events_received` by label (known types, then `other`), looked up in the
+    /// family once each, when first used: a series appears only once it has counted an event.
+    received_series: [OnceLock<Counter>; KNOWN_EVENT_TYPES.len() + 1],
     duplicates: Counter,
     rejections: Family<RejectionLabel, Counter>,
     commit_seconds: Histogram,
@@ -184,6 +187,7 @@ impl Metrics {
         let metrics = Self {
             registry,
             events_received,
+            received_series: Default::default(),
             duplicates,
             rejections,
             commit_seconds,
@@ -203,12 +207,16 @@ impl Metrics {
     }
 
     pub fn event_stored(&self, event_type: Option<&str>, duplicate: bool) {
-        let event_type = event_type
-            .and_then(|t| KNOWN_EVENT_TYPES.iter().find(|known| **known == t))
-            .copied()
-            .unwrap_or("other");
-        self.events_received
-            .get_or_create(&EventTypeLabel { event_type })
+        let index = event_type
+            .and_then(|t| KNOWN_EVENT_TYPES.iter().position(|known| *known == t))
+            .unwrap_or(KNOWN_EVENT_TYPES.len());
+        self.received_series[index]
+            .get_or_init(|| {
+                let event_type = KNOWN_EVENT_TYPES.get(index).copied().unwrap_or("other");
+                self.events_received
+                    .get_or_create(&EventTypeLabel { event_type })
+                    .clone()
+            })
             .inc();
         if duplicate {
             self.duplicates.inc();

@@ -5,11 +5,12 @@
 
 mod extract;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, ContentType};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use chrono::Utc;
 
@@ -211,13 +212,14 @@ async fn receive(
             .map(str::to_owned),
         remote_addr: client
             .or_else(|| request.peer_addr().map(|a| a.ip()))
-            .map(|ip| ip.to_string()),
-        body: body.to_vec(),
+            .map(ip_text),
+        // Without a copy when the body is a buffer of its own.
+        body: Vec::from(body),
         fields,
         signature,
     };
     let bytes = event.body.len();
-    let summary = event.fields.clone();
+    let summary = Summary::of(&event);
     let outcome = receiver.writer.submit(event).await.map_err(|e| match &e {
         WriteError::QueueFull => receiver.refuse(
             ReceiveError::Unavailable,
@@ -230,10 +232,12 @@ async fn receive(
             ReceiveError::Unavailable
         }
     })?;
-    receiver
-        .metrics
-        .event_stored(summary.event_type.as_deref(), outcome.is_duplicate());
-    if !is_json || summary.event_type.is_none() {
+    let [event_type, direction, from, to] = summary.parts();
+    receiver.metrics.event_stored(
+        summary.has_event_type.then_some(event_type),
+        outcome.is_duplicate(),
+    );
+    if !is_json || !summary.has_event_type {
         tracing::warn!(
             id = outcome.id(),
             bytes,
@@ -243,22 +247,107 @@ async fn receive(
     }
     tracing::info!(
         id = outcome.id(),
-        event_type = summary.event_type.as_deref().unwrap_or(""),
-        direction = summary.direction.as_deref().unwrap_or(""),
-        from = summary.from.as_deref().unwrap_or(""),
-        to = summary.to.as_deref().unwrap_or(""),
+        event_type,
+        direction,
+        from,
+        to,
         bytes,
         duplicate = outcome.is_duplicate(),
         signature = signature.as_str(),
         "Event stored"
     );
+    Ok(stored_response(outcome))
+}
+
+/// The fields the "Event stored" line names, kept in one string because the event itself
+/// goes to the writer.
+struct Summary {
+    text: String,
+    ends: [usize; 4],
+    has_event_type: bool,
+}
+
+impl Summary {
+    fn of(event: &NewEvent) -> Self {
+        let f = &event.fields;
+        let parts =
+            [&f.event_type, &f.direction, &f.from, &f.to].map(|p| p.as_deref().unwrap_or(""));
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let ends = parts.map(|part| {
+            text.push_str(part);
+            text.len()
+        });
+        Self {
+            text,
+            ends,
+            has_event_type: f.event_type.is_some(),
+        }
+    }
+
+    /// Event type, direction, from and to; empty when absent.
+    fn parts(&self) -> [&str; 4] {
+        let mut start = 0;
+        self.ends.map(|end| {
+            let part = &self.text[start..end];
+            start = end;
+            part
+        })
+    }
+}
+
+/// `{"status":"stored","id":N}` (or `duplicate`), written without the formatting machinery.
+fn stored_response(outcome: StoreOutcome) -> HttpResponse {
     let (status, id) = match outcome {
         StoreOutcome::Stored(id) => ("stored", id),
         StoreOutcome::Duplicate(id) => ("duplicate", id),
     };
-    Ok(HttpResponse::Ok()
-        .content_type(ContentType::json())
-        .body(format!(r#"{{"status":"{status}","id":{id}}}"#)))
+    let mut body = String::with_capacity(48);
+    body.push_str(r#"{"status":""#);
+    body.push_str(status);
+    body.push_str(r#"","id":"#);
+    push_decimal(&mut body, id);
+    body.push('}');
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .body(body)
+}
+
+fn push_decimal(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut rest = n.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
+/// An address as `IpAddr`'s `Display` writes it; IPv4 without the formatting machinery.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        push_decimal(&mut text, i64::from(octet));
+    }
+    text
 }
 
 async fn not_found(receiver: web::Data<Receiver>) -> HttpResponse {
@@ -275,4 +364,58 @@ async fn method_not_allowed(receiver: web::Data<Receiver>) -> HttpResponse {
             "method other than POST",
         )
         .error_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_read_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.200.3.45",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn decimals_read_as_display_writes_them() {
+        for n in [0, 7, 10, 99, 1234567890, -1, -45, i64::MAX, i64::MIN] {
+            let mut text = String::new();
+            push_decimal(&mut text, n);
+            assert_eq!(text, n.to_string());
+        }
+    }
+
+    #[test]
+    fn summary_parts_are_the_logged_fields() {
+        let mut event = NewEvent {
+            received_at: Utc::now(),
+            content_type: None,
+            remote_addr: None,
+            body: Vec::new(),
+            fields: crate::event::EventFields {
+                event_type: Some("message.received".into()),
+                from: Some("+1555".into()),
+                to: Some("+1666".into()),
+                ..Default::default()
+            },
+            signature: Verdict::Unchecked,
+        };
+        let summary = Summary::of(&event);
+        assert!(summary.has_event_type);
+        assert_eq!(summary.parts(), ["message.received", "", "+1555", "+1666"]);
+        event.fields = Default::default();
+        let summary = Summary::of(&event);
+        assert!(!summary.has_event_type);
+        assert_eq!(summary.parts(), ["", "", "", ""]);
+    }
 }
