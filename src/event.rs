@@ -42,14 +42,27 @@ impl NewEvent {
     /// genuine events (two "Yes" replies), so they must never be merged.
     pub fn dedup_key(&self) -> Option<String> {
         let message_id = self.fields.message_id.as_deref()?;
-        let discriminator = match &self.fields.status {
-            Some(status) => format!("status:{status}"),
-            None => format!("sha256:{}", hex::encode(Sha256::digest(&self.body))),
-        };
-        Some(format!(
-            "{}\u{1f}{message_id}\u{1f}{discriminator}",
-            self.fields.event_type.as_deref().unwrap_or("")
-        ))
+        let event_type = self.fields.event_type.as_deref().unwrap_or("");
+        // Built by hand: this runs for every event on the writer's path.
+        let mut key = String::with_capacity(event_type.len() + message_id.len() + 80);
+        key.push_str(event_type);
+        key.push('\u{1f}');
+        key.push_str(message_id);
+        key.push('\u{1f}');
+        match &self.fields.status {
+            Some(status) => {
+                key.push_str("status:");
+                key.push_str(status);
+            }
+            None => {
+                let mut hex = [0u8; 64];
+                // 32 digest bytes always fit 64 hex digits.
+                let _ = hex::encode_to_slice(Sha256::digest(&self.body), &mut hex);
+                key.push_str("sha256:");
+                key.extend(hex.iter().map(|&b| char::from(b)));
+            }
+        }
+        Some(key)
     }
 }
 
@@ -159,6 +172,21 @@ mod tests {
         let failed = event("a", Some("m1"), Some("failed")).dedup_key();
         assert_ne!(sent, failed);
         assert_eq!(sent, event("b", Some("m1"), Some("sent")).dedup_key());
+    }
+
+    #[test]
+    fn key_layout() {
+        assert_eq!(
+            event("a", Some("m1"), Some("sent")).dedup_key().as_deref(),
+            Some("message.sent\u{1f}m1\u{1f}status:sent")
+        );
+        assert_eq!(
+            event("a", Some("m1"), None).dedup_key().as_deref(),
+            Some(
+                "message.sent\u{1f}m1\u{1f}sha256:\
+                 ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+            )
+        );
     }
 
     #[test]
