@@ -63,14 +63,14 @@ pub async fn execute(
 }
 
 async fn tail(store: &Store, json: bool) -> anyhow::Result<()> {
-    let mut last = store.newest_event_id().await?;
+    let mut position = store.follow_start().await?;
     // On stderr, so `--json` output stays pure JSON lines.
-    eprintln!("Following events stored after id {last}; Ctrl-C stops");
+    eprintln!("Following events stored from now on; Ctrl-C stops");
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
-        for id in store.event_ids_after(last, 500).await? {
-            last = id;
+        for (after, id) in store.events_after(position, 500).await? {
+            position = after;
             if let Some(event) = store.event(id).await? {
                 print_event(&event, json)?;
             }

@@ -199,25 +199,40 @@ impl Store {
             .await)?)
     }
 
-    /// Ids of events stored after `after`, oldest first (for following the store).
-    pub async fn event_ids_after(&self, after: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
-        Ok(on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT $2"
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await)?)
+    /// Where following the store starts: just after the newest event that every reader can
+    /// already see.
+    pub async fn follow_start(&self) -> Result<FollowPosition, StoreError> {
+        let sql = OutboxSql::of(self.backend());
+        let newest: Option<Position> = on_pool!(self, pool => sqlx::query_as(sql.newest)
+            .fetch_optional(pool)
+            .await)?;
+        Ok(FollowPosition(newest.unwrap_or(Position { xid: 0, id: 0 })))
     }
 
-    pub async fn newest_event_id(&self) -> Result<i64, StoreError> {
-        Ok(
-            on_pool!(self, pool => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
-            .fetch_one(pool)
-            .await)?,
-        )
+    /// Ids of up to `limit` events after `position`, each with the position just after it,
+    /// in the order the outbox follows them, so that no event committed late is passed over.
+    pub async fn events_after(
+        &self,
+        position: FollowPosition,
+        limit: u32,
+    ) -> Result<Vec<(FollowPosition, i64)>, StoreError> {
+        let sql = OutboxSql::of(self.backend());
+        let rows: Vec<Scanned> = on_pool!(self, pool => sqlx::query_as(sql.scan)
+            .bind(position.0.xid)
+            .bind(position.0.id)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows
+            .iter()
+            .map(|row| (FollowPosition(row.position()), row.header.id))
+            .collect())
     }
 }
+
+/// A place in the stream of stored events (see [`Store::events_after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowPosition(Position);
 
 /// How far a sink has looked through the events table, in the order the outbox follows it:
 /// every event at or before the position has been considered. On PostgreSQL `xid` is the
@@ -586,6 +601,30 @@ mod tests {
             drop(outbox);
             db.finish().await;
         }
+    }
+
+    #[tokio::test]
+    async fn following_passes_no_event_that_commits_late() {
+        let db = TestDb::new(Backend::Postgres).await;
+        let store = &db.store;
+        let start = store.follow_start().await.unwrap();
+        let mut late = PgConnection::connect(&db.url).await.unwrap();
+        late.execute("BEGIN").await.unwrap();
+        sqlx::query(INSERT_EVENT)
+            .bind(Timestamp::now())
+            .bind(&b"{}"[..])
+            .execute(&mut late)
+            .await
+            .unwrap();
+        insert_events(store, 1).await;
+        // Event 2 is committed, but event 1 (a smaller id) may still commit: wait for it.
+        assert_eq!(store.events_after(start, 100).await.unwrap(), []);
+        late.execute("COMMIT").await.unwrap();
+        let seen = store.events_after(start, 100).await.unwrap();
+        let ids: Vec<i64> = seen.iter().map(|(_, id)| *id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(store.events_after(seen[1].0, 100).await.unwrap(), []);
+        db.finish().await;
     }
 
     /// Two instances insert events: one takes its id first but commits last. An id cursor

@@ -21,7 +21,7 @@ pub use backend::Timestamp;
 pub use coordination::{Role, RoleLock};
 pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
-    EventSelection, Outbox,
+    EventSelection, FollowPosition, Outbox,
 };
 pub use queries::{EventFilter, Registration};
 pub use writer::{CommitObserver, EventWriter, WriteError, WriterTask};
