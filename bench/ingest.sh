@@ -4,6 +4,7 @@
 #
 #   bench/ingest.sh                 # 3 runs x 10 s at 16, 64 and 256 connections
 #   BENCH_SECONDS=5 BENCH_RUNS=1 BENCH_LEVELS="64" bench/ingest.sh
+#   BENCH_STORE=postgres bench/ingest.sh   # the same on PostgreSQL (BENCH_POSTGRES_URL)
 #
 # Prints a markdown table of medians; exits non-zero if stored rows != acknowledged events.
 set -euo pipefail
@@ -11,6 +12,11 @@ set -euo pipefail
 seconds=${BENCH_SECONDS:-10}
 runs=${BENCH_RUNS:-3}
 levels=${BENCH_LEVELS:-16 64 256}
+store=${BENCH_STORE:-sqlite}
+# A local server without TLS, as a PostgreSQL on the same machine is usually reached.
+postgres_url=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
+schema="voltd_bench_$$"
+case "$store" in sqlite | postgres) ;; *) echo "BENCH_STORE must be sqlite or postgres" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
@@ -30,6 +36,9 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$work"
+    if [ "$store" = postgres ]; then
+        psql -q "$postgres_url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
 
@@ -39,7 +48,9 @@ die() {
 }
 
 count_rows() {
-    if command -v sqlite3 >/dev/null; then
+    if [ "$store" = postgres ]; then
+        psql -At "$postgres_url" -c "SELECT COUNT(*) FROM $schema.events"
+    elif command -v sqlite3 >/dev/null; then
         sqlite3 "$work/voltd.db" "SELECT COUNT(*) FROM events"
     else
         python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM events").fetchone()[0])' "$work/voltd.db"
@@ -59,6 +70,14 @@ wait_for_addr() {
 }
 
 path="/volt/bench-$(date +%s)-$$"
+if [ "$store" = postgres ]; then
+    command -v psql >/dev/null || die "BENCH_STORE=postgres needs psql (Debian package postgresql-client)"
+    psql -q "$postgres_url" -c "CREATE SCHEMA $schema" || die "cannot create a schema at $postgres_url"
+    case "$postgres_url" in *\?*) separator="&" ;; *) separator="?" ;; esac
+    storage_url="$postgres_url${separator}options=-csearch_path%3D$schema"
+else
+    storage_url="sqlite://$work/voltd.db"
+fi
 cat >"$work/volt.toml" <<EOF
 [api]
 register = "never"
@@ -68,7 +87,7 @@ listen = "127.0.0.1:0"
 public_url = "http://127.0.0.1:8080$path"
 
 [storage]
-url = "sqlite://$work/voltd.db"
+url = "$storage_url"
 
 [admin]
 enabled = false
@@ -95,6 +114,17 @@ thread_cpu() {
     done | awk '{ns[$1] += $2} END {for (n in ns) print n, ns[n]}' | sort
 }
 
+# CPU time (ns) of every PostgreSQL server process: with that store, part of each event's
+# work is done there.
+postgres_cpu() {
+    if [ "$store" != postgres ]; then echo 0; return; fi
+    local ticks
+    ticks=$(getconf CLK_TCK)
+    for pid in $(pgrep -x postgres); do
+        awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null
+    done | awk -v t="$ticks" '{s += $1} END {printf "%.0f\n", s * 1e9 / t}'
+}
+
 # One load of $seconds against a server; the result goes to $work/<name>-<level>-<run>.
 load() {
     local name=$1 addr=$2 level=$3 run=$4 out="$work/$1-$3-$4"
@@ -110,7 +140,9 @@ for run in $(seq 1 "$runs"); do
         # Reset the high-water mark so each level reports its own peak.
         echo 5 >"/proc/$voltd_pid/clear_refs" 2>/dev/null || true
         thread_cpu >"$work/cpu-before"
+        pg_before=$(postgres_cpu)
         load voltd "$voltd_addr" "$level" "$run"
+        pg_after=$(postgres_cpu)
         thread_cpu >"$work/cpu-after"
         kill -0 "$voltd_pid" 2>/dev/null || die "voltd died (see $work/voltd.log)"
         after=$(count_rows)
@@ -125,6 +157,10 @@ for run in $(seq 1 "$runs"); do
         echo "  voltd CPU per acknowledged event, by thread:" \
             "$(join "$work/cpu-before" "$work/cpu-after" |
                 awk -v n="$acked" '{printf "%s %.1f us; ", $1, n ? ($3 - $2) / n / 1000 : 0}')" >&2
+        if [ "$store" = postgres ]; then
+            echo "  PostgreSQL server CPU per acknowledged event:" \
+                "$(awk -v a="$pg_before" -v b="$pg_after" -v n="$acked" 'BEGIN {printf "%.1f us", n ? (b - a) / n / 1000 : 0}')" >&2
+        fi
         if [ "$rows" != "$acked" ] || [ "$(value other_ok "$out")" != 0 ] ||
             [ "$(value other_status "$out")" != 0 ] || [ "$(value transport_errors "$out")" != 0 ]; then
             echo "bench: MISMATCH at $level connections, run $run:" >&2
@@ -167,7 +203,7 @@ for level in $levels; do
         "$(awk -v a="$rate" -v b="$noop_rate" 'BEGIN {printf "%.0f%%", b ? 100*a/b : 0}')"
 done
 echo
-echo "Medians of $runs run(s) of ${seconds}s each; 503s and acked/stored are totals over the runs;" \
+echo "Store: $store. Medians of $runs run(s) of ${seconds}s each; 503s and acked/stored are totals over the runs;" \
     "peak RSS is the highest VmHWM of the voltd process at that level."
 
 [ "$failures" = 0 ] || die "$failures load(s) where stored rows != acknowledged events"
