@@ -53,9 +53,7 @@ impl Sink {
                 Some(client),
             ) => {
                 let key = signing_key.as_ref().map(|k| k.expose_secret());
-                post(client, url, headers, key, event)
-                    .await
-                    .map_err(|e| format!("sink {:?}: {e}", self.settings.name))
+                post(client, url, headers, key, event).await
             }
             (Target::Command { program, args }, _) => {
                 run_command(program, args, self.settings.timeout, event).await
@@ -64,7 +62,7 @@ impl Sink {
         };
         match result {
             Ok(()) => Attempt::Delivered,
-            Err(error) => Attempt::Failed(error),
+            Err(error) => Attempt::Failed(format!("sink {:?}: {error}", self.settings.name)),
         }
     }
 }

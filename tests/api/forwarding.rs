@@ -236,6 +236,7 @@ async fn a_failing_command_is_retried_then_declared_dead() {
     assert_eq!(dead.attempts, 3);
     assert_eq!(dead.event_id, id);
     let error = dead.last_error.unwrap();
+    assert!(error.starts_with("sink \"pager\": "), "{error}");
     assert!(error.contains(&format!("cannot handle {id}")), "{error}");
     assert!(error.contains('3'), "{error}");
 
