@@ -341,6 +341,11 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| invalid(describe_config_error(e, &env_keys)))?;
+        if let Some((key, number)) = fractional_number(text) {
+            return Err(invalid(format!(
+                "{key}: {number} is not a whole number; every number in volt.toml is one"
+            )));
+        }
         Self::validate(path, raw, secrets)
     }
 
@@ -761,6 +766,33 @@ fn parse_http_url(key: &'static str, value: &str) -> Result<Url, ConfigError> {
 /// The config crate names the offending key in its own words; keep them, they are precise.
 /// The config crate names the offending key; say whether it came from the environment, and
 /// what to do about it.
+/// The first number with a fraction in the file, with its key. voltd has no such settings,
+/// and reading `timeout_secs = 1.5` as a whole number would silently round it.
+fn fractional_number(text: &str) -> Option<(String, f64)> {
+    fn find(key: &str, value: &config::Value) -> Option<(String, f64)> {
+        match &value.kind {
+            config::ValueKind::Float(number) => Some((key.to_owned(), *number)),
+            config::ValueKind::Table(table) => table.iter().find_map(|(name, value)| {
+                find(
+                    &format!("{key}{}{name}", if key.is_empty() { "" } else { "." }),
+                    value,
+                )
+            }),
+            config::ValueKind::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, value)| find(&format!("{key}[{i}]"), value)),
+            _ => None,
+        }
+    }
+    let file = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .ok()?;
+    let root: std::collections::BTreeMap<String, config::Value> = file.try_deserialize().ok()?;
+    root.iter().find_map(|(name, value)| find(name, value))
+}
+
 fn describe_config_error(e: config::ConfigError, env_keys: &[String]) -> String {
     let text = e.to_string();
     let Some(field) = text
@@ -907,6 +939,25 @@ mod tests {
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Settings::from_toml(Path::new("volt.toml"), text, env)
+    }
+
+    #[test]
+    fn a_number_with_a_fraction_is_refused_not_rounded() {
+        for (section, key) in [("api", "timeout_secs"), ("storage", "retention_days")] {
+            let text = format!("{MINIMAL}\n[{section}]\n{key} = 1.5\n");
+            let error = load(&text, &[]).err().unwrap().to_string();
+            assert!(
+                error.contains(&format!("{section}.{key}: 1.5 is not a whole number")),
+                "{error}"
+            );
+        }
+        let forward = format!(
+            "{MINIMAL}\n[[forward]]\nname = \"a\"\ntype = \"command\"\nprogram = \"/bin/true\"\n\
+             timeout_secs = 2.5\n"
+        );
+        let error = load(&forward, &[]).err().unwrap().to_string();
+        assert!(error.contains("forward[0].timeout_secs: 2.5"), "{error}");
+        assert!(load(&format!("{MINIMAL}\n[api]\ntimeout_secs = 2\n"), &[]).is_ok());
     }
 
     #[test]
