@@ -733,11 +733,13 @@ fn validate_verify(raw: RawVerify) -> Result<VerifySettings, ConfigError> {
 }
 
 /// CIDR networks; a bare address means just that address.
+/// Empty entries are skipped, so that an empty `VOLT_*` variable clears the list.
 fn parse_networks(key: &'static str, values: &[String]) -> Result<Vec<IpNet>, ConfigError> {
     values
         .iter()
+        .map(|value| value.trim())
+        .filter(|value| !value.is_empty())
         .map(|value| {
-            let value = value.trim();
             value
                 .parse::<IpNet>()
                 .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
@@ -939,6 +941,20 @@ mod tests {
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Settings::from_toml(Path::new("volt.toml"), text, env)
+    }
+
+    #[test]
+    fn an_empty_list_variable_clears_the_list() {
+        let text = format!("{MINIMAL}allow_ips = [\"10.0.0.0/8\"]\n");
+        assert_eq!(load(&text, &[]).unwrap().server.allow_ips.len(), 1);
+        let cleared = load(&text, &[("VOLT_SERVER__ALLOW_IPS", "")]).unwrap();
+        assert!(cleared.server.allow_ips.is_empty());
+        let two = load(
+            &text,
+            &[("VOLT_SERVER__ALLOW_IPS", "10.1.0.0/16, 192.0.2.7,")],
+        )
+        .unwrap();
+        assert_eq!(two.server.allow_ips.len(), 2);
     }
 
     #[test]
