@@ -107,9 +107,9 @@ echo "voltd pid $voltd_pid on $voltd_addr, no-op pid $noop_pid on $noop_addr; $r
 
 value() { grep "^$1=" "$2" | cut -d= -f2; }
 
-# CPU time (ns) of each voltd thread, summed by thread name: where an event's CPU goes.
+# CPU time (ns) of each thread of process $1, summed by thread name: where a request's CPU goes.
 thread_cpu() {
-    for task in /proc/"$voltd_pid"/task/*; do
+    for task in /proc/"$1"/task/*; do
         printf '%s %s\n' "$(tr ' ' _ <"$task/comm")" "$(cut -d' ' -f1 "$task/schedstat")"
     done | awk '{ns[$1] += $2} END {for (n in ns) print n, ns[n]}' | sort
 }
@@ -123,6 +123,12 @@ postgres_cpu() {
     for pid in $(pgrep -x postgres); do
         awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null
     done | awk -v t="$ticks" '{s += $1} END {printf "%.0f\n", s * 1e9 / t}'
+}
+
+# CPU per request between cpu-before and cpu-after, by thread, for $1 requests.
+cpu_per() {
+    join "$work/cpu-before" "$work/cpu-after" |
+        awk -v n="$1" '{printf "%s %.1f us; ", $1, n ? ($3 - $2) / n / 1000 : 0}'
 }
 
 # One load of $seconds against a server; the result goes to $work/<name>-<level>-<run>.
@@ -139,11 +145,11 @@ for run in $(seq 1 "$runs"); do
         before=$(count_rows)
         # Reset the high-water mark so each level reports its own peak.
         echo 5 >"/proc/$voltd_pid/clear_refs" 2>/dev/null || true
-        thread_cpu >"$work/cpu-before"
+        thread_cpu "$voltd_pid" >"$work/cpu-before"
         pg_before=$(postgres_cpu)
         load voltd "$voltd_addr" "$level" "$run"
         pg_after=$(postgres_cpu)
-        thread_cpu >"$work/cpu-after"
+        thread_cpu "$voltd_pid" >"$work/cpu-after"
         kill -0 "$voltd_pid" 2>/dev/null || die "voltd died (see $work/voltd.log)"
         after=$(count_rows)
         rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$voltd_pid/status")
@@ -155,8 +161,7 @@ for run in $(seq 1 "$runs"); do
             "p99 $(value p99_ms "$out") ms, acked $acked, rows $rows," \
             "503s $(value unavailable "$out"), rss ${rss_kb} kB" >&2
         echo "  voltd CPU per acknowledged event, by thread:" \
-            "$(join "$work/cpu-before" "$work/cpu-after" |
-                awk -v n="$acked" '{printf "%s %.1f us; ", $1, n ? ($3 - $2) / n / 1000 : 0}')" >&2
+            "$(cpu_per "$acked")" >&2
         if [ "$store" = postgres ]; then
             echo "  PostgreSQL server CPU per acknowledged event:" \
                 "$(awk -v a="$pg_before" -v b="$pg_after" -v n="$acked" 'BEGIN {printf "%.1f us", n ? (b - a) / n / 1000 : 0}')" >&2
@@ -167,8 +172,12 @@ for run in $(seq 1 "$runs"); do
             cat "$out" >&2
             failures=$((failures + 1))
         fi
+        thread_cpu "$noop_pid" >"$work/cpu-before"
         load noop "$noop_addr" "$level" "$run"
+        thread_cpu "$noop_pid" >"$work/cpu-after"
         echo "run $run, $level connections, no-op: $(value ok_per_sec "$work/noop-$level-$run") req/s" >&2
+        echo "  no-op CPU per answered request, by thread:" \
+            "$(cpu_per "$(value stored "$work/noop-$level-$run")")" >&2
     done
 done
 
