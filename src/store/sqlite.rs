@@ -72,64 +72,82 @@ const MAX_CACHED_ROWS: usize = 64;
 /// to SQLite's worker thread, and a statement inside an explicit transaction needs a statement
 /// journal, which spills to a temporary file once it outgrows 64 KiB. Larger batches are
 /// chunked inside one transaction.
-///
-/// Duplicates are looked up first (one query for the whole batch), so the INSERT returns no
-/// rows: its ids follow from `last_insert_rowid`, because one multi-row INSERT into an
-/// AUTOINCREMENT table numbers its rows consecutively in the order given. (Streaming back a
-/// RETURNING row per event cost a thread wake-up per event.) The lookup and the INSERT are
-/// not one transaction, which is safe because this task is the only writer of events; should
-/// a duplicate still slip past, the UNIQUE index fails the whole INSERT and the caller
-/// retries event by event, which finds it.
 pub(super) async fn store_distinct(
     conn: &mut SqliteConnection,
     events: &[&NewEvent],
     keys: &[Option<String>],
     rows: &[usize],
 ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
-    let stored_before = if rows.iter().any(|&i| keys[i].is_some()) {
-        existing_ids(conn, rows.iter().filter_map(|&i| keys[i].as_ref())).await?
-    } else {
-        HashMap::new()
-    };
-    let mut outcomes: Vec<Option<StoreOutcome>> = vec![None; rows.len()];
-    let mut new_rows = Vec::with_capacity(rows.len());
-    for (position, &index) in rows.iter().enumerate() {
-        match keys[index].as_ref().and_then(|key| stored_before.get(key)) {
-            Some(&id) => outcomes[position] = Some(StoreOutcome::Duplicate(id)),
-            None => new_rows.push(position),
-        }
+    if rows.len() <= MAX_ROWS_PER_STATEMENT {
+        return insert_rows(conn, events, keys, rows).await;
     }
-    let mut ids = Vec::with_capacity(new_rows.len());
-    if new_rows.len() <= MAX_ROWS_PER_STATEMENT {
-        insert_rows(conn, events, keys, rows, &new_rows, &mut ids).await?;
-    } else {
-        let mut tx = conn.begin().await?;
-        for chunk in new_rows.chunks(MAX_ROWS_PER_STATEMENT) {
-            insert_rows(&mut tx, events, keys, rows, chunk, &mut ids).await?;
-        }
-        tx.commit().await?;
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut tx = conn.begin().await?;
+    for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+        outcomes.extend(insert_rows(&mut tx, events, keys, chunk).await?);
     }
-    for (position, id) in new_rows.into_iter().zip(ids) {
-        outcomes[position] = Some(StoreOutcome::Stored(id));
-    }
-    Ok(outcomes.into_iter().flatten().collect())
+    tx.commit().await?;
+    Ok(outcomes)
 }
 
-/// One multi-row INSERT of the events at `rows[positions]`, appending their new ids to `ids`.
+/// Store `events[rows]` with one INSERT when none of their keys is stored yet, which is the
+/// rule (a repeat delivery is rare). Otherwise the unique index refuses the whole statement,
+/// which SQLite undoes, and the keys are looked up to insert only the new events.
 async fn insert_rows(
     conn: &mut SqliteConnection,
     events: &[&NewEvent],
     keys: &[Option<String>],
     rows: &[usize],
-    positions: &[usize],
-    ids: &mut Vec<i64>,
-) -> Result<(), sqlx::Error> {
-    if positions.is_empty() {
-        return Ok(());
+) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+    match insert_new(conn, events, keys, rows).await {
+        Ok(ids) => return Ok(ids.map(StoreOutcome::Stored).collect()),
+        Err(e) if is_duplicate_key(&e) => {}
+        Err(e) => return Err(e),
+    }
+    let stored = existing_ids(conn, rows.iter().filter_map(|&i| keys[i].as_ref())).await?;
+    let is_new = |index: &usize| {
+        keys[*index]
+            .as_ref()
+            .is_none_or(|key| !stored.contains_key(key))
+    };
+    let new_rows: Vec<usize> = rows.iter().copied().filter(is_new).collect();
+    let mut new_ids = insert_new(conn, events, keys, &new_rows).await?;
+    rows.iter()
+        .map(
+            |index| match keys[*index].as_ref().and_then(|key| stored.get(key)) {
+                Some(&id) => Ok(StoreOutcome::Duplicate(id)),
+                None => new_ids
+                    .next()
+                    .map(StoreOutcome::Stored)
+                    .ok_or_else(|| sqlx::Error::Protocol("an event got no id".into())),
+            },
+        )
+        .collect()
+}
+
+fn is_duplicate_key(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+/// One multi-row INSERT of `events[rows]`; returns their new ids, in order.
+///
+/// The INSERT returns no rows (streaming back a RETURNING row per event cost a thread
+/// wake-up per event): the ids follow from `last_insert_rowid`, because this task is the only
+/// writer of events and one multi-row INSERT into an AUTOINCREMENT table numbers its rows
+/// consecutively in the order given.
+async fn insert_new(
+    conn: &mut SqliteConnection,
+    events: &[&NewEvent],
+    keys: &[Option<String>],
+    rows: &[usize],
+) -> Result<std::ops::Range<i64>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(0..0);
     }
     let mut query = QueryBuilder::<Sqlite>::new(COLUMNS);
-    query.push_values(positions, |mut row, &position| {
-        let index = rows[position];
+    query.push_values(rows, |mut row, &index| {
         let event = events[index];
         let f = &event.fields;
         row.push_bind(Timestamp(event.received_at))
@@ -149,19 +167,18 @@ async fn insert_rows(
     });
     let result = query
         .build()
-        .persistent(positions.len() <= MAX_CACHED_ROWS)
+        .persistent(rows.len() <= MAX_CACHED_ROWS)
         .execute(&mut *conn)
         .await?;
-    let count = positions.len() as u64;
-    if result.rows_affected() != count {
+    let count = rows.len() as i64;
+    if result.rows_affected() != count as u64 {
         return Err(sqlx::Error::Protocol(format!(
             "inserted {} rows of {count}",
             result.rows_affected()
         )));
     }
-    let first_id = result.last_insert_rowid() - (positions.len() as i64 - 1);
-    ids.extend(first_id..=result.last_insert_rowid());
-    Ok(())
+    let last_id = result.last_insert_rowid();
+    Ok(last_id - count + 1..last_id + 1)
 }
 
 /// Ids of the rows already stored under any of `keys`: one statement whatever their number

@@ -332,6 +332,22 @@ mod tests {
                     (1..=count as i64).map(StoreOutcome::Stored).collect();
                 assert_eq!(outcomes, expected);
             }
+
+            // Again, with one event of the second statement's share stored already.
+            let again: Vec<NewEvent> = (0..count)
+                .map(|i| event(Some(&format!("n{i}")), &format!("n{i}")))
+                .collect();
+            let stored_before = insert_all(&mut conn, &again[600..601]).await;
+            let outcomes = insert_all(&mut conn, &again).await;
+            assert_eq!(
+                outcomes[600],
+                StoreOutcome::Duplicate(stored_before[0].id())
+            );
+            let new = outcomes
+                .iter()
+                .filter(|o| matches!(o, StoreOutcome::Stored(_)));
+            assert_eq!(new.count(), count - 1, "{backend:?}");
+            assert_ids_name_their_rows(&db, &again, &outcomes).await;
             conn.close().await.unwrap();
             db.finish().await;
         }
