@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -466,7 +467,7 @@ impl Settings {
         };
         match Backend::of_url(&raw.storage.url) {
             Some(Backend::Sqlite) if is_durable_sqlite_url(&raw.storage.url) => {}
-            Some(Backend::Postgres) if Url::parse(&raw.storage.url).is_ok() => {}
+            Some(Backend::Postgres) => check_postgres_url(&raw.storage.url)?,
             _ => {
                 return Err(ConfigError::Value {
                     key: "storage.url",
@@ -587,6 +588,29 @@ fn is_log_filter(value: &str) -> bool {
                 Some((target, level)) => !target.trim().is_empty() && is_level(level),
                 None => is_level(directive),
             })
+}
+
+/// A PostgreSQL URL that the driver accepts whole: a typo in a parameter (`sslmode=requre`)
+/// or a password with unencoded `#`, `/` or `?` is a configuration error, not a failure to
+/// connect on every restart.
+fn check_postgres_url(url: &str) -> Result<(), ConfigError> {
+    let invalid = |problem: String| ConfigError::Value {
+        key: "storage.url",
+        message: format!(
+            "{:?} is not a valid PostgreSQL URL ({problem}); the form is \
+             \"postgres://USER@HOST:PORT/DATABASE?PARAMETER=VALUE\". Percent-encode special \
+             characters in the user or password (# as %23, / as %2F, ? as %3F, @ as %40), or \
+             leave the password out and set PGPASSWORD",
+            redacted_url(url)
+        ),
+    };
+    let parsed = Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    if parsed.fragment().is_some() {
+        return Err(invalid("it contains '#'".into()));
+    }
+    sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|e| invalid(e.to_string().replace("error with configuration: ", "")))?;
+    Ok(())
 }
 
 /// A file path: an in-memory or path-less database would lose every event on exit.
@@ -941,6 +965,31 @@ mod tests {
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Settings::from_toml(Path::new("volt.toml"), text, env)
+    }
+
+    #[test]
+    fn a_broken_postgres_url_is_a_configuration_error_without_its_password() {
+        for url in [
+            "postgres://postgres:pa#ss@127.0.0.1:5432/db",
+            "postgres://u:secret@127.0.0.1:99999/db",
+            "postgres://u:secret@127.0.0.1:abc/db",
+            "postgres://u:secret@127.0.0.1/db?sslmode=bogus",
+        ] {
+            let text = format!("{MINIMAL}\n[storage]\nurl = {url:?}\n");
+            let error = load(&text, &[]).err().unwrap().to_string();
+            assert!(error.contains("storage.url"), "{url}: {error}");
+            assert!(
+                error.contains("not a valid PostgreSQL URL"),
+                "{url}: {error}"
+            );
+            assert!(
+                !error.contains("secret") && !error.contains("pa#ss"),
+                "{error}"
+            );
+        }
+        let text =
+            format!("{MINIMAL}\n[storage]\nurl = \"postgres://u@db/voltd?sslmode=require\"\n");
+        assert!(load(&text, &[]).is_ok());
     }
 
     #[test]

@@ -85,15 +85,36 @@ impl Backend {
     }
 }
 
-/// `url` with any password replaced, for messages and logs.
+/// `url` with any password replaced, for messages and logs. Works on the text, so that a URL
+/// too broken to parse (an unencoded `#` or `/` in the password) is redacted as well: the
+/// user information ends at the last `@` of the authority, and a `password=` parameter is
+/// replaced wherever it stands.
 pub fn redacted_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
+    let mut text = url.to_owned();
+    if let Some(scheme_end) = text.find("://") {
+        let rest_start = scheme_end + 3;
+        let rest = &text[rest_start..];
+        // The host never holds '@', a password may: the user information ends at the last.
+        if let Some(at) = rest.rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            text.replace_range(rest_start + colon + 1..rest_start + at, "redacted");
         }
-        _ => url.to_owned(),
     }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("password=") {
+        let starts_parameter = at == 0 || matches!(rest.as_bytes()[at - 1], b'?' | b'&');
+        let value_start = at + "password=".len();
+        out.push_str(&rest[..value_start]);
+        rest = &rest[value_start..];
+        if starts_parameter {
+            out.push_str("redacted");
+            rest = &rest[rest.find('&').unwrap_or(rest.len())..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The event store. Cheap to clone.
@@ -198,5 +219,29 @@ mod tests {
             redacted_url("postgres://db.internal/voltd"),
             "postgres://db.internal/voltd"
         );
+        for (url, redacted) in [
+            (
+                "postgres://postgres:pa#ss@127.0.0.1:5432/db",
+                "postgres://postgres:redacted@127.0.0.1:5432/db",
+            ),
+            (
+                "postgres://u:p/w?x@@db:99999/voltd",
+                "postgres://u:redacted@db:99999/voltd",
+            ),
+            (
+                "postgres://u:pw@/voltd?host=/var/run/postgresql",
+                "postgres://u:redacted@/voltd?host=/var/run/postgresql",
+            ),
+            (
+                "postgres://u@db/voltd?sslmode=require&password=qsecretQ&x=1",
+                "postgres://u@db/voltd?sslmode=require&password=redacted&x=1",
+            ),
+            (
+                "postgres://db/voltd?password=a&b",
+                "postgres://db/voltd?password=redacted&b",
+            ),
+        ] {
+            assert_eq!(redacted_url(url), redacted, "{url}");
+        }
     }
 }
