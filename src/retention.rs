@@ -114,7 +114,7 @@ mod tests {
                 .unwrap(),
             0
         );
-        task.shutdown().await;
+        task.shutdown(Duration::from_secs(10)).await;
         db.finish().await;
     }
 
@@ -148,7 +148,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(deleted, 2_500);
-        task.shutdown().await;
+        task.shutdown(Duration::from_secs(10)).await;
         db.finish().await;
     }
 }

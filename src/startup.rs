@@ -247,7 +247,7 @@ impl Application {
         for task in background {
             let _ = task.await;
         }
-        writer_task.shutdown().await;
+        writer_task.shutdown(settings.server.shutdown_timeout).await;
         store.close().await;
         tracing::info!("Stopped");
         result

@@ -5,7 +5,7 @@
 //! is free for the next instance that starts. An SQLite file has one daemon, which always
 //! holds every role.
 
-use sqlx::{ConnectOptions, PgConnection};
+use sqlx::PgConnection;
 
 use super::backend::Pool;
 use super::{Store, StoreError};
@@ -43,7 +43,7 @@ impl Store {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(Some(RoleLock { session: None }));
         };
-        let mut session = pool.connect_options().connect().await?;
+        let mut session = super::postgres::connect(&pool.connect_options()).await?;
         let taken: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext(current_schema()), $1)")
                 .bind(role as i32)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, SqliteConnection};
 
 use super::backend::{Pool, Timestamp, WritePool, on_pool};
 use super::{Backend, Store, StoreError};
@@ -370,7 +370,7 @@ impl Store {
 /// and never one that an event commit after it depends on: those events are sent again,
 /// none is skipped.
 async fn postgres_outbox(pool: &PgPool) -> Result<PgConnection, StoreError> {
-    let mut conn = pool.connect_options().connect().await?;
+    let mut conn = super::postgres::connect(&pool.connect_options()).await?;
     sqlx::query("SET synchronous_commit = off")
         .execute(&mut conn)
         .await?;

@@ -12,6 +12,28 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Row};
 use super::{StoreError, redacted_url};
 use crate::event::{NewEvent, StoreOutcome};
 
+/// How long a server may take to accept a connection, or to commit a batch of events. A server
+/// that accepts TCP but never answers (frozen, or behind a broken proxy) must turn into an
+/// error and a 503, not into requests that wait forever.
+pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn no_answer(what: &str) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "PostgreSQL did not {what} within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        ),
+    ))
+}
+
+/// A connection of its own (outside the pool), or an error within [`ANSWER_TIMEOUT`].
+pub(super) async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    tokio::time::timeout(ANSWER_TIMEOUT, options.connect())
+        .await
+        .unwrap_or_else(|_| Err(no_answer("accept the connection")))
+}
+
 pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|source| StoreError::Url {
@@ -30,7 +52,7 @@ pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
         url: redacted_url(url),
         source,
     };
-    let first = options.connect().await.map_err(connect_error)?;
+    let first = connect(&options).await.map_err(connect_error)?;
     first.close().await.map_err(connect_error)?;
     PgPoolOptions::new()
         .max_connections(4)
@@ -74,8 +96,11 @@ impl PgWriter {
                 self.conn.insert(conn)
             }
         };
-        let result = store_distinct(conn, events, keys, rows).await;
-        if result.is_err() && conn.ping().await.is_err() {
+        let result = tokio::time::timeout(ANSWER_TIMEOUT, store_distinct(conn, events, keys, rows))
+            .await
+            .unwrap_or_else(|_| Err(no_answer("commit the batch")));
+        let alive = async { tokio::time::timeout(ANSWER_TIMEOUT, conn.ping()).await };
+        if result.is_err() && !matches!(alive.await, Ok(Ok(()))) {
             tracing::warn!("The event writer's PostgreSQL connection is broken; reconnecting");
             self.conn = None;
         }
@@ -93,7 +118,7 @@ impl PgWriter {
 /// A server configured with `synchronous_commit = off` would acknowledge commits that a
 /// crash can still lose, so the writer turns it back on for itself.
 async fn connect_writer(pool: &PgPool) -> Result<PgConnection, StoreError> {
-    let mut conn = pool.connect_options().connect().await?;
+    let mut conn = connect(&pool.connect_options()).await?;
     let mode: String = sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(&mut conn)
         .await?;

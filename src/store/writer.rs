@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{postgres, sqlite};
 use crate::event::{NewEvent, StoreOutcome};
+use crate::log_limit::LogLimiter;
 
 /// Why an event was not stored; every variant means "answer 503, nothing was committed".
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,10 +69,23 @@ pub struct WriterTask {
 }
 
 impl WriterTask {
-    pub async fn shutdown(self) {
+    /// Commit what is queued and stop, waiting at most `grace`: a store that no longer
+    /// answers must not keep the process alive. Events still queued then were never
+    /// acknowledged, so Volt delivers them again.
+    pub async fn shutdown(self, grace: Duration) {
         self.stop.cancel();
-        if let Err(e) = self.handle.await {
-            tracing::error!(error = %e, "Store writer task failed");
+        let abort = self.handle.abort_handle();
+        match tokio::time::timeout(grace, self.handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "Store writer task failed"),
+            Err(_) => {
+                abort.abort();
+                tracing::error!(
+                    "The store did not finish committing within {} s; stopping without it \
+                     (the events still queued were not acknowledged)",
+                    grace.as_secs()
+                );
+            }
         }
     }
 }
@@ -99,6 +113,10 @@ async fn run(
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    let failures = Failures {
+        batches: LogLimiter::new(FAILURE_LOG_INTERVAL),
+        events: LogLimiter::new(FAILURE_LOG_INTERVAL),
+    };
     loop {
         let received = tokio::select! {
             n = jobs.recv_many(&mut batch, max_batch) => n,
@@ -111,11 +129,20 @@ async fn run(
         if received == 0 {
             break;
         }
-        commit(&mut conn, &mut batch, &*on_commit).await;
+        commit(&mut conn, &mut batch, &*on_commit, &failures).await;
     }
     if let Err(e) = conn.close().await {
         tracing::warn!(error = %e, "Closing the store's write connection failed");
     }
+}
+
+/// While the database is down every batch fails: one line of each kind per interval says so
+/// (with how many were held back), rather than lines for every event.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+struct Failures {
+    batches: LogLimiter,
+    events: LogLimiter,
 }
 
 /// Commit a batch and answer every job in it. If the batch as a whole fails, each event is
@@ -124,6 +151,7 @@ async fn commit(
     conn: &mut WriteConnection,
     batch: &mut Vec<Job>,
     on_commit: &(dyn Fn(usize, Duration) + Send + Sync),
+    failures: &Failures,
 ) {
     let events: Vec<&NewEvent> = batch.iter().map(|job| &job.event).collect();
     let started = Instant::now();
@@ -135,13 +163,26 @@ async fn commit(
             }
         }
         Err(batch_error) => {
-            tracing::warn!(error = %batch_error, events = batch.len(), "Batch commit failed; retrying events one by one");
+            if let Some(held_back) = failures.batches.permit() {
+                tracing::warn!(
+                    error = %batch_error,
+                    events = batch.len(),
+                    earlier_failures_not_logged = held_back,
+                    "Batch commit failed; retrying events one by one"
+                );
+            }
             for job in batch.drain(..) {
                 let result = insert(conn, &[&job.event])
                     .await
                     .map(|mut outcomes| outcomes.remove(0))
                     .map_err(|e| {
-                        tracing::error!(error = %e, "Event could not be stored");
+                        if let Some(held_back) = failures.events.permit() {
+                            tracing::error!(
+                                error = %e,
+                                earlier_failures_not_logged = held_back,
+                                "Event could not be stored; it was answered 503"
+                            );
+                        }
                         WriteError::Failed(e.to_string())
                     });
                 let _ = job.reply.send(result);
