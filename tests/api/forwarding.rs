@@ -17,7 +17,9 @@ use sha2::Sha256;
 use voltd::store::{DeliveryFilter, DeliveryRecord, Store};
 
 use crate::daemon::Daemon;
-use crate::helpers::{TestApp, TestConfig, dead_port, event_body, json_lines, poll_until};
+use crate::helpers::{
+    TestApp, TestConfig, dead_port, event_body, json_lines, poll_until, spawn_tail,
+};
 
 /// One request as the downstream endpoint saw it.
 #[derive(Debug, Clone)]
@@ -525,34 +527,11 @@ async fn a_command_that_runs_too_long_is_killed() {
 
 #[actix_web::test]
 async fn tail_prints_new_events_until_interrupted() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let app = TestApp::spawn(TestConfig::new()).await;
     app.post_event(event_body("message.received", "before-tail", "old"))
         .await
         .outcome();
-    let mut tail = Command::new(env!("CARGO_BIN_EXE_voltd"))
-        .env_clear()
-        .arg("--config")
-        .arg(app.config.config_path())
-        .args(["events", "tail", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, received) = std::sync::mpsc::channel();
-    for stream in [
-        Box::new(tail.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(tail.stderr.take().unwrap()),
-    ] {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-    }
+    let (mut tail, received) = spawn_tail(&app.config);
     let seen = std::cell::RefCell::new(Vec::new());
     let next_line = |needle: &'static str| {
         let (seen, received) = (&seen, &received);

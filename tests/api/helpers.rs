@@ -466,6 +466,36 @@ pub async fn voltd(config: Option<&Path>, cwd: &Path, args: &[&str]) -> CliOutpu
     }
 }
 
+/// `voltd events tail --json` on this config, with every line it writes (stdout and stderr)
+/// sent to the returned channel as it comes.
+pub fn spawn_tail(config: &TestConfig) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_voltd"))
+        .env_clear()
+        .arg("--config")
+        .arg(config.config_path())
+        .args(["events", "tail", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start voltd events tail");
+    let (lines, received) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(tail.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(tail.stderr.take().unwrap()),
+    ] {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+    }
+    (tail, received)
+}
+
 /// Every stored event, newest first.
 pub async fn stored_events(store: &Store) -> Vec<StoredEvent> {
     let everything = EventFilter {
