@@ -9,7 +9,10 @@ use crate::config::LogFormat;
 /// Install the global subscriber. `RUST_LOG`, when set, wins over `[log] level`.
 /// Logs go to stderr so that command output on stdout stays machine-readable.
 pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // PostgreSQL's notices ("relation ... already exists, skipping" on every start) are not
+    // news to an operator.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx::postgres::notice=warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -61,7 +61,11 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("cannot apply database migrations: {0}")]
+    #[error(
+        "cannot apply database migrations: {0}. The database user must be able to create \
+         tables; with PostgreSQL, in the first schema of its search_path, which must exist \
+         (CREATE SCHEMA, or GRANT USAGE, CREATE ON SCHEMA ... TO the user)"
+    )]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
