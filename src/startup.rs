@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{self, AccessPolicy};
 use crate::admin::{self, AdminState};
-use crate::config::Settings;
+use crate::config::{RegisterMode, Settings};
 use crate::metrics::{Metrics, RegistrationState};
 use crate::receiver::{self, Receiver};
 use crate::store::{Registration, Role, RoleLock, Store, WriterTask};
@@ -212,9 +212,17 @@ impl Application {
             () = stop.cancelled() => Ok(None),
         };
         // Held until shutdown, so no other instance registers while this one runs.
-        let (_registration_role, result) = match registered {
-            Ok(role) => (role, Ok(())),
-            Err(e) => (None, Err(e)),
+        let result = match registered {
+            Ok(Some(role)) => {
+                background.push(actix_web::rt::spawn(hold_registration(
+                    store.clone(),
+                    role,
+                    stop.clone(),
+                )));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
         };
         let result = match result {
             Ok(()) if !stop.is_cancelled() => {
@@ -327,14 +335,14 @@ async fn register_if_configured(
     let api = &settings.api;
     let Some(token) = api.token.clone().filter(|_| api.should_register()) else {
         metrics.set_registration_state(RegistrationState::not_required);
-        if api.token.is_none() {
+        if api.register == RegisterMode::Never {
+            tracing::info!("Not registering with Volt: api.register = \"never\"");
+        } else {
             tracing::warn!(
                 "Not registering with Volt: no API token is configured. Set api.token_file in \
                  volt.toml (or VOLT_API__TOKEN) to register automatically, or register the URL \
                  in Volt's portal"
             );
-        } else {
-            tracing::info!("Not registering with Volt: api.register = \"never\"");
         }
         return Ok(None);
     };
@@ -374,6 +382,36 @@ async fn register_if_configured(
         }
     }
     result.map(|_| Some(role))
+}
+
+/// How often the registrant checks that the database still holds its registration lock.
+const ROLE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Hold the registration role until shutdown. The database drops the lock with the session
+/// (a restart, a failover, a cut connection); that is logged, because an instance started
+/// meanwhile registers again, and the role is taken back when free.
+async fn hold_registration(store: Store, mut role: RoleLock, stop: CancellationToken) {
+    let mut held = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(ROLE_CHECK_INTERVAL) => {}
+        }
+        if held {
+            if let Err(e) = role.check().await {
+                held = false;
+                tracing::warn!(
+                    error = %e,
+                    "Lost the registration lock: its database session ended, so a voltd \
+                     instance that starts now registers with Volt again. Taking it back when free"
+                );
+            }
+        } else if let Ok(Some(taken)) = store.try_take_role(Role::Registration).await {
+            role = taken;
+            held = true;
+            tracing::info!("Holding the registration lock again");
+        }
+    }
 }
 
 /// Call `registerWebhook` with retries, log the webhook Volt returned and record it.

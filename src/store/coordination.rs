@@ -31,7 +31,10 @@ impl RoleLock {
     /// instances. The round trip also keeps an idle session from being timed out.
     pub async fn check(&mut self) -> Result<(), StoreError> {
         if let Some(session) = &mut self.session {
-            sqlx::query("SELECT 1").execute(session).await?;
+            let timeout = super::postgres::ANSWER_TIMEOUT;
+            tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(session))
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??;
         }
         Ok(())
     }
@@ -59,6 +62,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::Backend;
+    use crate::store::backend::on_pool;
     use crate::store::test_db::TestDb;
 
     #[tokio::test]
@@ -93,6 +97,42 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         other.close().await;
+        db.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_lock_whose_session_ended_says_so() {
+        let db = TestDb::new(Backend::Postgres).await;
+        let mut held = db
+            .store
+            .try_take_role(Role::Registration)
+            .await
+            .unwrap()
+            .unwrap();
+        held.check().await.unwrap();
+        let holder: i32 = on_pool!(db.store, pool => sqlx::query_scalar(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND classid::int = hashtext(current_schema()) AND objid = $1"
+        )
+        .bind(Role::Registration as i32)
+        .fetch_one(pool)
+        .await)
+        .unwrap();
+        on_pool!(db.store, pool => sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(holder)
+            .execute(pool)
+            .await
+            .map(drop))
+        .unwrap();
+        // The server ends the session on its own time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while held.check().await.is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the session never ended"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         db.finish().await;
     }
 
