@@ -45,7 +45,9 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
 pub async fn readiness(state: &AdminState) -> Result<(), String> {
     store_health(state).await?;
     match state.metrics.registration_state() {
-        RegistrationState::registered | RegistrationState::not_required => Ok(()),
+        RegistrationState::registered
+        | RegistrationState::not_required
+        | RegistrationState::other_instance => Ok(()),
         RegistrationState::pending => Err("registration with Volt in progress".to_owned()),
         RegistrationState::failed => Err("registration with Volt failed".to_owned()),
     }

@@ -48,14 +48,17 @@ pub enum RegistrationState {
     pending,
     registered,
     failed,
+    /// Another instance sharing the PostgreSQL store holds registration.
+    other_instance,
 }
 
 impl RegistrationState {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::not_required,
         Self::pending,
         Self::registered,
         Self::failed,
+        Self::other_instance,
     ];
 }
 

@@ -351,7 +351,7 @@ async fn register_if_configured(
         .await
         .context("cannot find out whether another voltd instance is registering")?
     else {
-        metrics.set_registration_state(RegistrationState::not_required);
+        metrics.set_registration_state(RegistrationState::other_instance);
         tracing::info!(
             "Not registering with Volt: another voltd instance sharing this database holds \
              registration; receiving events"
