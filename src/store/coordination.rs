@@ -31,10 +31,8 @@ impl RoleLock {
     /// instances. The round trip also keeps an idle session from being timed out.
     pub async fn check(&mut self) -> Result<(), StoreError> {
         if let Some(session) = &mut self.session {
-            let timeout = super::postgres::ANSWER_TIMEOUT;
-            tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(session))
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            let ping = sqlx::query("SELECT 1").execute(session);
+            super::postgres::within("answer the lock check", ping).await?;
         }
         Ok(())
     }

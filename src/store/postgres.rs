@@ -15,7 +15,7 @@ use crate::event::{NewEvent, StoreOutcome};
 /// How long a server may take to accept a connection, or to commit a batch of events. A server
 /// that accepts TCP but never answers (frozen, or behind a broken proxy) must turn into an
 /// error and a 503, not into requests that wait forever.
-pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn no_answer(what: &str) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(
@@ -27,11 +27,20 @@ fn no_answer(what: &str) -> sqlx::Error {
     ))
 }
 
-/// A connection of its own (outside the pool), or an error within [`ANSWER_TIMEOUT`].
-pub(super) async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
-    tokio::time::timeout(ANSWER_TIMEOUT, options.connect())
+/// The result of `work`, or within [`ANSWER_TIMEOUT`] an error saying what PostgreSQL did not
+/// do.
+pub(super) async fn within<T>(
+    what: &str,
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(ANSWER_TIMEOUT, work)
         .await
-        .unwrap_or_else(|_| Err(no_answer("accept the connection")))
+        .unwrap_or_else(|_| Err(no_answer(what)))
+}
+
+/// A connection of its own (outside the pool).
+pub(super) async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    within("accept the connection", options.connect()).await
 }
 
 pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
@@ -96,11 +105,8 @@ impl PgWriter {
                 self.conn.insert(conn)
             }
         };
-        let result = tokio::time::timeout(ANSWER_TIMEOUT, store_distinct(conn, events, keys, rows))
-            .await
-            .unwrap_or_else(|_| Err(no_answer("commit the batch")));
-        let alive = async { tokio::time::timeout(ANSWER_TIMEOUT, conn.ping()).await };
-        if result.is_err() && !matches!(alive.await, Ok(Ok(()))) {
+        let result = within("commit the batch", store_distinct(conn, events, keys, rows)).await;
+        if result.is_err() && within("answer a ping", conn.ping()).await.is_err() {
             tracing::warn!("The event writer's PostgreSQL connection is broken; reconnecting");
             self.conn = None;
         }
