@@ -227,37 +227,35 @@ async fn insert(
     events: &[&NewEvent],
 ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
     let keys: Vec<Option<String>> = events.iter().map(|e| e.dedup_key()).collect();
-    // Later occurrences of a key within the batch, with the position of its first occurrence.
-    let mut repeats: Vec<(usize, usize)> = Vec::new();
     let mut first_position: HashMap<&str, usize> = HashMap::new();
     let mut distinct: Vec<usize> = Vec::with_capacity(events.len());
+    // Each event's position among the distinct ones, and whether it repeats an earlier event.
+    let mut places: Vec<(usize, bool)> = Vec::with_capacity(events.len());
     for (index, key) in keys.iter().enumerate() {
         if let Some(key) = key.as_deref() {
             if let Some(&first) = first_position.get(key) {
-                repeats.push((index, first));
+                places.push((first, true));
                 continue;
             }
             first_position.insert(key, distinct.len());
         }
+        places.push((distinct.len(), false));
         distinct.push(index);
     }
     let stored = conn.store_distinct(events, &keys, &distinct).await?;
     if stored.len() != distinct.len() {
         return Err(sqlx::Error::Protocol("an event got no outcome".into()));
     }
-    let mut outcomes: Vec<Option<StoreOutcome>> = vec![None; events.len()];
-    for (&index, &outcome) in distinct.iter().zip(&stored) {
-        outcomes[index] = Some(outcome);
-    }
-    for (index, first) in repeats {
-        outcomes[index] = Some(StoreOutcome::Duplicate(stored[first].id()));
-    }
-    outcomes
+    Ok(places
         .into_iter()
-        .map(|outcome| {
-            outcome.ok_or_else(|| sqlx::Error::Protocol("an event got no outcome".into()))
+        .map(|(place, repeat)| {
+            if repeat {
+                StoreOutcome::Duplicate(stored[place].id())
+            } else {
+                stored[place]
+            }
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
