@@ -109,16 +109,13 @@ impl Store {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        let deleted = on_pool!(self, pool => sqlx::query(
+        self.delete_before(
             "DELETE FROM events WHERE id IN \
              (SELECT id FROM events WHERE received_at < $1 ORDER BY id LIMIT $2)",
+            cutoff,
+            limit,
         )
-        .bind(Timestamp(cutoff))
-        .bind(i64::from(limit))
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(deleted)
+        .await
     }
 
     /// Delete up to `limit` delivered or dead delivery records last updated before `cutoff`;
@@ -128,15 +125,28 @@ impl Store {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        let deleted = on_pool!(self, pool => sqlx::query(
+        self.delete_before(
             "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
              WHERE status IN ('delivered', 'dead') AND updated_at < $1 ORDER BY id LIMIT $2)",
+            cutoff,
+            limit,
         )
-        .bind(Timestamp(cutoff))
-        .bind(i64::from(limit))
-        .execute(pool)
-        .await?
-        .rows_affected());
+        .await
+    }
+
+    /// Run a retention `DELETE` whose `$1` is the cutoff and `$2` the most rows to delete.
+    async fn delete_before(
+        &self,
+        sql: &'static str,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let deleted = on_pool!(self, pool => sqlx::query(sql)
+            .bind(Timestamp(cutoff))
+            .bind(i64::from(limit))
+            .execute(pool)
+            .await?
+            .rows_affected());
         Ok(deleted)
     }
 
