@@ -57,14 +57,11 @@ impl TestDb {
         }
     }
 
+    /// Close the store and drop the schema; a failure to drop it fails the test.
     pub async fn finish(mut self) {
         self.store.close().await;
         if let Some(schema) = self.schema.take() {
-            let mut admin = PgConnection::connect(&postgres_url()).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                .execute(&mut admin)
-                .await
-                .unwrap();
+            drop_schema(schema).unwrap();
         }
     }
 }
@@ -72,29 +69,33 @@ impl TestDb {
 /// A test that failed before [`TestDb::finish`] still leaves no schema behind.
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(schema) = self.schema.take() else {
-            return;
-        };
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&postgres_url())
-                    .await
-                    .map_err(std::io::Error::other)?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                )))
-                .execute(&mut admin)
-                .await
-                .map(drop)
-                .map_err(std::io::Error::other)
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop a test schema: {dropped:?}");
+        if let Some(schema) = self.schema.take()
+            && let Err(e) = drop_schema(schema)
+        {
+            eprintln!("could not drop a test schema: {e}");
         }
     }
+}
+
+/// On a thread and runtime of its own, so it works from `Drop` and from a test's runtime.
+fn drop_schema(schema: String) -> std::io::Result<()> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let mut admin = PgConnection::connect(&postgres_url())
+                .await
+                .map_err(std::io::Error::other)?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .execute(&mut admin)
+            .await
+            .map(drop)
+            .map_err(std::io::Error::other)
+        })
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the thread dropping the schema panicked"))?
 }
