@@ -3,8 +3,6 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::signature::Verdict;
-
 /// Fields read leniently from a Volt webhook body; all optional because Volt's body format is
 /// only partly documented and a body we cannot read is still stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +20,44 @@ pub struct EventFields {
 /// Some senders start UTF-8 JSON with a byte-order mark, which JSON parsers refuse.
 pub fn without_bom(body: &[u8]) -> &[u8] {
     body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
+/// The result of checking Volt's signature header on arrival, stored with every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    Invalid,
+    Missing,
+    /// No key is configured, so nothing was checked.
+    Unchecked,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Valid => "valid",
+            Verdict::Invalid => "invalid",
+            Verdict::Missing => "missing",
+            Verdict::Unchecked => "unchecked",
+        }
+    }
+
+    /// The inverse of [`Verdict::as_str`], for values read back from the store; anything
+    /// unrecognised reads as unchecked.
+    pub fn from_stored(text: &str) -> Self {
+        match text {
+            "valid" => Verdict::Valid,
+            "invalid" => Verdict::Invalid,
+            "missing" => Verdict::Missing,
+            _ => Verdict::Unchecked,
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An event about to be stored.

@@ -13,15 +13,16 @@ use secrecy::SecretString;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{self, AccessPolicy};
-use crate::admin::{self, AdminState};
 use crate::config::{RegisterMode, Settings};
-use crate::metrics::{Metrics, RegistrationState};
+use crate::ops::admin::{self, AdminState};
+use crate::ops::metrics::{Metrics, RegistrationState};
+use crate::ops::{systemd, watchdog};
+use crate::receiver::access::{self, AccessPolicy};
+use crate::receiver::tls::ReloadableCert;
 use crate::receiver::{self, Receiver};
+use crate::store::retention;
 use crate::store::{Registration, Role, RoleLock, Store, WriterTask};
-use crate::tls::ReloadableCert;
 use crate::volt::{RetryPolicy, VoltClient, VoltError, Webhook, register_with_retry};
-use crate::{retention, systemd, watchdog};
 
 /// A daemon whose store is open and whose listeners are bound and serving.
 pub struct Application {

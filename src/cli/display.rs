@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use chrono::{DateTime, Utc};
+
 use crate::event::StoredEvent;
 
 /// `text` with every control character replaced by its Rust escape (`\n`, `\u{1b}`).
@@ -56,6 +58,13 @@ impl EventColumns {
             text: field(f.text.as_deref()),
         }
     }
+}
+
+/// A `--since` time: RFC 3339, as `events list` shows them.
+pub fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e}; use RFC 3339 such as 2026-11-26T08:00:00Z"))
 }
 
 #[cfg(test)]

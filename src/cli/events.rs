@@ -1,14 +1,14 @@
-//! `voltd events list` and `voltd events show`.
+//! `voltd events`: list, show, tail and replay stored events.
 
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use clap::Subcommand;
+use clap::{ArgGroup, Subcommand};
 
-use super::display::EventColumns;
+use super::display::{EventColumns, parse_time};
 use crate::config::Settings;
 use crate::event::StoredEvent;
-use crate::store::EventFilter;
+use crate::store::{EventFilter, EventSelection};
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
@@ -32,14 +32,27 @@ pub enum EventsCommand {
         /// The event id (the "id" in voltd's answer to Volt, or from `events list`)
         id: i64,
     },
-    #[command(flatten)]
-    Follow(super::follow::FollowCommand),
-}
-
-pub(super) fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{e}; use RFC 3339 such as 2026-11-26T08:00:00Z"))
+    /// Print events as they are stored, until Ctrl-C
+    Tail {
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue stored events to be forwarded again ([[forward]] sinks, filters applied)
+    #[command(group = ArgGroup::new("events").required(true).args(["id", "since"]))]
+    Replay {
+        /// The event id to forward again
+        id: Option<i64>,
+        /// Instead of one id: every event received at or after this time (RFC 3339)
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// Only events of this type, e.g. message.received
+        #[arg(long = "type", value_name = "EVENT_TYPE")]
+        event_type: Option<String>,
+        /// Only this sink (its name in volt.toml); all sinks by default
+        #[arg(long, value_name = "NAME")]
+        sink: Option<String>,
+    },
 }
 
 pub async fn execute(command: EventsCommand, settings: Settings) -> anyhow::Result<()> {
@@ -74,7 +87,20 @@ pub async fn execute(command: EventsCommand, settings: Settings) -> anyhow::Resu
                 "no event with id {id}; `voltd events list` shows the stored ids"
             )),
         },
-        EventsCommand::Follow(command) => super::follow::execute(command, &store, &settings).await,
+        EventsCommand::Tail { json } => super::tail::execute(&store, json).await,
+        EventsCommand::Replay {
+            id,
+            since,
+            event_type,
+            sink,
+        } => {
+            let selection = EventSelection {
+                id,
+                since,
+                event_type,
+            };
+            super::replay::execute(&store, &settings, &selection, sink.as_deref()).await
+        }
     };
     store.close().await;
     result

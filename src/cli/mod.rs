@@ -3,9 +3,10 @@
 mod deliveries;
 mod display;
 mod events;
-mod follow;
+mod replay;
 mod run;
 mod send_test;
+mod tail;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Secrets, Settings};
+use crate::receiver::tls::{ReloadableCert, TlsError};
 use crate::store::Store;
-use crate::tls::{ReloadableCert, TlsError};
 use crate::volt::VoltError;
 
 /// sysexits.h EX_CONFIG: configuration or credential error; systemd units use it with
@@ -106,7 +107,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             print_line(format_args!(
                 "Migrations applied to {}",
-                crate::store::redacted_url(&settings.storage.url)
+                crate::config::redacted_url(&settings.storage.url)
             ))
         }),
         Command::Register => system.block_on(run::register_once(settings)),

@@ -5,15 +5,15 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Settings};
+use crate::ops::telemetry;
 use crate::startup::{Application, register_and_record};
-use crate::telemetry;
 
 pub async fn daemon(settings: Settings) -> anyhow::Result<()> {
     telemetry::init(&settings.log.level, settings.log.format);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %settings.source.display(),
-        storage = crate::store::redacted_url(&settings.storage.url),
+        storage = crate::config::redacted_url(&settings.storage.url),
         "Starting voltd"
     );
     // Handlers go in before anything else so that no SIGTERM can meet the default action

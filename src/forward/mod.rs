@@ -7,7 +7,6 @@
 //! survive restarts. Of several instances sharing a PostgreSQL store, only the one holding
 //! the forwarding role runs the task.
 
-mod config;
 mod signing;
 mod sink;
 
@@ -20,14 +19,12 @@ use chrono::Utc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{
-    ForwardSettings, RawForward, RetrySettings, SinkFilter, Target, display, validate,
-};
 pub use signing::sign;
 pub use sink::{Attempt, Sink};
 
+use crate::config::{ForwardSettings, RetrySettings};
 use crate::log_limit::LogLimiter;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::store::{DeliveryOutcome, EventHeader, Role, RoleLock, Store, StoreError};
 
 /// How often the store is checked for new events and due retries.

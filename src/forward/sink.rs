@@ -10,8 +10,8 @@ use tokio::io::AsyncWriteExt;
 use awc::error::{ConnectError, SendRequestError};
 use url::Url;
 
-use super::config::{ForwardSettings, Target, origin};
 use super::signing::sign;
+use crate::config::{ForwardSettings, Target, origin};
 use crate::event::StoredEvent;
 
 /// How much of a failing answer or a command's stderr is kept as the last error.

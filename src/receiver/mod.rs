@@ -3,7 +3,9 @@
 //! The body is taken as raw bytes under an explicit size limit and read deadline, stored
 //! exactly as received, and answered with 200 only once the store has committed it.
 
+pub mod access;
 mod extract;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,13 +16,14 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use chrono::Utc;
 
-use crate::access::ClientIp;
 use crate::config::{VerifyMode, VerifySettings};
+use crate::event::Verdict;
 use crate::event::{NewEvent, StoreOutcome};
 use crate::log_limit::LogLimiter;
-use crate::metrics::{Metrics, Rejection};
-use crate::signature::{self, SIGNATURE_HEADER, Verdict};
+use crate::ops::metrics::{Metrics, Rejection};
+use crate::receiver::access::ClientIp;
 use crate::store::{EventWriter, WriteError};
+use crate::volt::signature::{self, SIGNATURE_HEADER};
 pub use extract::extract;
 
 /// How long a sender should wait before retrying after a 503.

@@ -59,7 +59,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Backend;
+    use crate::config::Backend;
     use crate::store::backend::on_pool;
     use crate::store::test_db::TestDb;
 

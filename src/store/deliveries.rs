@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, SqliteConnection};
 
 use super::backend::{Pool, Timestamp, WritePool, on_pool};
-use super::{Backend, Store, StoreError};
+use super::{Store, StoreError};
+use crate::config::Backend;
 
 /// What a sink filter looks at.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

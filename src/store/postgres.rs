@@ -9,7 +9,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool, Row};
 
-use super::{StoreError, redacted_url};
+use super::StoreError;
+use crate::config::redacted_url;
 use crate::event::{NewEvent, StoreOutcome};
 
 /// How long a server may take to accept a connection, or to commit a batch of events. A server

@@ -5,8 +5,8 @@ use sqlx::AssertSqlSafe;
 
 use super::backend::{Timestamp, on_pool};
 use super::{Store, StoreError};
+use crate::event::Verdict;
 use crate::event::{EventFields, StoredEvent};
-use crate::signature::Verdict;
 
 /// Which events `list` returns, newest first.
 #[derive(Debug, Clone, Default)]

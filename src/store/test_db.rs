@@ -4,7 +4,8 @@
 
 use sqlx::{Connection, PgConnection};
 
-use super::{Backend, Store};
+use super::Store;
+use crate::config::Backend;
 
 pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
 

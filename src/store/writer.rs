@@ -263,8 +263,8 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
+    use crate::config::Backend;
     use crate::event::EventFields;
-    use crate::store::Backend;
     use crate::store::backend::Pool;
     use crate::store::test_db::{BACKENDS, TestDb};
 
@@ -279,7 +279,7 @@ mod tests {
                 message_id: message_id.map(Into::into),
                 ..EventFields::default()
             },
-            signature: crate::signature::Verdict::Unchecked,
+            signature: crate::event::Verdict::Unchecked,
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod client;
 mod registration;
+pub mod signature;
 
 pub use client::{VoltClient, VoltError, Webhook};
 pub use registration::{RetryPolicy, register_with_retry};

@@ -9,7 +9,8 @@ use std::time::Duration;
 use awc::http::Method;
 use nix::sys::signal::Signal;
 use sqlx::Connection;
-use voltd::store::{Backend, Store};
+use voltd::config::Backend;
+use voltd::store::Store;
 
 use crate::daemon::Daemon;
 use crate::helpers::{

@@ -11,10 +11,11 @@ use actix_web::rt::task::JoinHandle;
 use actix_web::web::Bytes;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
+use voltd::config::Backend;
 use voltd::config::Settings;
 use voltd::event::StoredEvent;
 use voltd::startup::Application;
-use voltd::store::{Backend, EventFilter, Store};
+use voltd::store::{EventFilter, Store};
 
 use crate::fake_volt::FakeVolt;
 

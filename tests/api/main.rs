@@ -2,7 +2,7 @@
 //! storage modules run again on PostgreSQL in `tests/postgres`.
 
 /// The store every `TestConfig` of this binary uses.
-pub const BACKEND: voltd::store::Backend = voltd::store::Backend::Sqlite;
+pub const BACKEND: voltd::config::Backend = voltd::config::Backend::Sqlite;
 
 mod admin;
 mod config_cli;

@@ -31,4 +31,4 @@ mod registration;
 mod shutdown;
 
 /// The store every `TestConfig` of this binary uses.
-pub const BACKEND: voltd::store::Backend = voltd::store::Backend::Postgres;
+pub const BACKEND: voltd::config::Backend = voltd::config::Backend::Postgres;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 
-use crate::metrics::{Metrics, RegistrationState};
+use crate::ops::metrics::{Metrics, RegistrationState};
 use crate::store::{EventWriter, Store};
 
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

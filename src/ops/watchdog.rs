@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminState, store_health};
-use crate::systemd;
+use crate::ops::admin::{AdminState, store_health};
+use crate::ops::systemd;
 
 /// How often the status line is refreshed when the watchdog is off.
 const STATUS_INTERVAL: Duration = Duration::from_secs(15);

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 const DEFAULT_BACKOFF_INITIAL_MS: u64 = 1_000;

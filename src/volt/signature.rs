@@ -18,6 +18,8 @@ use rsa::traits::PublicKeyParts as _;
 use rsa::{BoxedUint, Pkcs1v15Sign, PublicKey};
 use sha2::{Digest as _, Sha256};
 
+use crate::event::Verdict;
+
 pub const SIGNATURE_HEADER: &str = "X-Respond-Flow-Signature";
 
 const OPENSSH_RSA: &str = "ssh-rsa";
@@ -134,43 +136,6 @@ impl VoltPublicKey {
         put_ssh_mpint(&mut blob, &self.0.e_bytes());
         put_ssh_mpint(&mut blob, &self.0.n_bytes());
         blob
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Valid,
-    Invalid,
-    Missing,
-    /// No key is configured, so nothing was checked.
-    Unchecked,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Valid => "valid",
-            Verdict::Invalid => "invalid",
-            Verdict::Missing => "missing",
-            Verdict::Unchecked => "unchecked",
-        }
-    }
-
-    /// The inverse of [`Verdict::as_str`], for values read back from the store; anything
-    /// unrecognised reads as unchecked.
-    pub fn from_stored(text: &str) -> Self {
-        match text {
-            "valid" => Verdict::Valid,
-            "invalid" => Verdict::Invalid,
-            "missing" => Verdict::Missing,
-            _ => Verdict::Unchecked,
-        }
-    }
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

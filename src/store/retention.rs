@@ -69,8 +69,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Backend;
     use crate::event::{EventFields, NewEvent};
-    use crate::store::Backend;
     use crate::store::test_db::{BACKENDS, TestDb};
 
     fn event_aged(days: i64) -> NewEvent {
@@ -80,7 +80,7 @@ mod tests {
             remote_addr: None,
             body: format!("aged {days} days").into_bytes(),
             fields: EventFields::default(),
-            signature: crate::signature::Verdict::Unchecked,
+            signature: crate::event::Verdict::Unchecked,
         }
     }
 

@@ -15,8 +15,15 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use url::Url;
 
-use crate::signature::VoltPublicKey;
-use crate::store::{Backend, redacted_url};
+mod forward;
+mod storage;
+
+pub use forward::{
+    ForwardSettings, RawForward, RetrySettings, SinkFilter, Target, origin, url_without_secrets,
+};
+pub use storage::{Backend, redacted_url};
+
+use crate::volt::signature::VoltPublicKey;
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const CONFIG_ENV: &str = "VOLTD_CONFIG";
@@ -81,7 +88,7 @@ struct RawSettings {
     verify: RawVerify,
     log: RawLog,
     #[serde(default)]
-    forward: Vec<crate::forward::RawForward>,
+    forward: Vec<forward::RawForward>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,7 +206,7 @@ pub struct Settings {
     pub verify: VerifySettings,
     pub log: LogSettings,
     /// `[[forward]]` sinks stored events are delivered to.
-    pub forward: Vec<crate::forward::ForwardSettings>,
+    pub forward: Vec<ForwardSettings>,
 }
 
 #[derive(Clone)]
@@ -490,7 +497,7 @@ impl Settings {
                 ),
             });
         }
-        let forward = crate::forward::validate(raw.forward)?;
+        let forward = forward::validate(raw.forward)?;
         Ok(Self {
             source: path.to_path_buf(),
             api: ApiSettings {
@@ -932,7 +939,7 @@ impl fmt::Display for Settings {
                 LogFormat::Json => "json",
             }
         )?;
-        write!(f, "{}", crate::forward::display(&self.forward))
+        write!(f, "{}", forward::display(&self.forward))
     }
 }
 

@@ -13,7 +13,7 @@ use actix_web::{HttpMessage, HttpResponse, web};
 use ipnet::IpNet;
 
 use crate::log_limit::LogLimiter;
-use crate::metrics::{Metrics, Rejection};
+use crate::ops::metrics::{Metrics, Rejection};
 
 /// The address a request really came from, as far as can be trusted; stored in the request
 /// extensions for the receiver to record.

@@ -1,0 +1,8 @@
+//! Running as a service: the admin listener (health, readiness, metrics), the systemd
+//! notifications and watchdog, and logging.
+
+pub mod admin;
+pub mod metrics;
+pub mod systemd;
+pub mod telemetry;
+pub mod watchdog;
