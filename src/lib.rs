@@ -10,3 +10,4 @@ pub mod receiver;
 pub mod startup;
 pub mod store;
 pub mod volt;
+pub mod webhook;

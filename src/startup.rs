@@ -1,28 +1,23 @@
-//! Building and running the daemon in the order Volt requires: serve first, then register
-//! (Volt probes the URL during `registerWebhook`), then tell systemd we are ready.
+//! Wiring: build the daemon's parts from the settings and run them in the order Volt requires:
+//! serve first, then register (Volt probes the URL during `registerWebhook`), then tell
+//! systemd we are ready.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::{Condition, from_fn};
-use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use secrecy::SecretString;
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{RegisterMode, Settings};
+use crate::config::Settings;
 use crate::ops::admin::{self, AdminState};
-use crate::ops::metrics::{Metrics, RegistrationState};
+use crate::ops::metrics::Metrics;
 use crate::ops::{systemd, watchdog};
-use crate::receiver::access::{self, AccessPolicy};
-use crate::receiver::tls::ReloadableCert;
+use crate::receiver::tls::{self, ReloadableCert};
 use crate::receiver::{self, Receiver};
-use crate::store::retention;
-use crate::store::{Registration, Role, RoleLock, Store, WriterTask};
-use crate::volt::{RetryPolicy, VoltClient, VoltError, Webhook, register_with_retry};
+use crate::store::{Store, WriterTask, retention};
+use crate::volt::registration::{self, Progress, RegistrationStatus};
 
 /// A daemon whose store is open and whose listeners are bound and serving.
 pub struct Application {
@@ -73,48 +68,22 @@ impl Application {
             store: store.clone(),
             writer: writer.clone(),
             metrics: metrics.clone(),
+            registration: RegistrationStatus::default(),
         };
         let local_addr = listener.local_addr()?;
-        let path = settings.server.webhook_path().to_owned();
-        let receiver = web::Data::new(Receiver::new(
+        let receiver = Receiver::new(
             writer,
             metrics,
             settings.verify.clone(),
             settings.server.max_body_bytes,
             settings.server.request_timeout,
-        ));
+        );
         let tls = match &settings.server.tls {
             Some(files) => Some(ReloadableCert::load(&files.cert, &files.key)?),
             None => None,
         };
-        let access = web::Data::new(AccessPolicy::new(
-            settings.server.allow_ips.clone(),
-            settings.server.trusted_proxies.clone(),
-            admin_state.metrics.clone(),
-        ));
-        let filter_clients =
-            !settings.server.allow_ips.is_empty() || !settings.server.trusted_proxies.is_empty();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(access.clone())
-                // Without allow_ips or trusted proxies the peer address is all there is to know.
-                .wrap(Condition::new(filter_clients, from_fn(access::enforce)))
-                .configure(receiver::configure(&path, receiver.clone()))
-        })
-        // A slow or silent client holds only its own connection, and only this long.
-        .client_request_timeout(settings.server.request_timeout)
-        .client_disconnect_timeout(Duration::from_secs(5))
-        .max_connections(per_worker(settings.server.max_connections));
-        let server = match &tls {
-            Some(cert) => server.listen_rustls_0_23(listener, cert.server_config()?),
-            None => server.listen(listener),
-        }
-        .with_context(|| format!("cannot serve on {local_addr}"))?
-        // Signals are handled in one place (the CLI) so shutdown also stops registration.
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
-        .run();
-        let admin_server = build_admin(&settings, admin_state.clone())?;
+        let server = receiver::serve(&settings.server, listener, receiver, tls.as_ref())?;
+        let admin_server = admin::serve(&settings.admin, admin_state.clone())?;
         Ok(Self {
             settings,
             server,
@@ -182,7 +151,7 @@ impl Application {
         // Installed before anything is logged as ready, so no SIGHUP can meet the default
         // action (terminate).
         match signal(SignalKind::hangup()) {
-            Ok(hangup) => background.push(actix_web::rt::spawn(reload_on_sighup(
+            Ok(hangup) => background.push(actix_web::rt::spawn(tls::reload_on_hangup(
                 hangup,
                 tls,
                 stop.clone(),
@@ -198,7 +167,6 @@ impl Application {
                 stop.clone(),
             )));
         }
-
         let metrics = admin_state.metrics.clone();
         if !settings.forward.is_empty() {
             background.push(actix_web::rt::spawn(crate::forward::run_on_own_thread(
@@ -208,22 +176,30 @@ impl Application {
                 stop.clone(),
             )));
         }
+        let report = |progress: Progress<'_>| report_registration(&metrics, &settings, progress);
+        let registering = registration::register_if_configured(
+            &settings,
+            &store,
+            &admin_state.registration,
+            report,
+        );
         let registered = tokio::select! {
-            result = register_if_configured(&settings, &store, &metrics) => result,
+            result = registering => result,
             () = stop.cancelled() => Ok(None),
         };
-        // Held until shutdown, so no other instance registers while this one runs.
         let result = match registered {
-            Ok(Some(role)) => {
-                background.push(actix_web::rt::spawn(hold_registration(
-                    store.clone(),
-                    role,
-                    stop.clone(),
-                )));
+            Ok(role) => {
+                // Held until shutdown, so no other instance registers while this one runs.
+                if let Some(role) = role {
+                    background.push(actix_web::rt::spawn(registration::hold_registration(
+                        store.clone(),
+                        role,
+                        stop.clone(),
+                    )));
+                }
                 Ok(())
             }
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(anyhow::Error::new(e)),
         };
         let result = match result {
             Ok(()) if !stop.is_cancelled() => {
@@ -263,206 +239,26 @@ impl Application {
     }
 }
 
-/// actix applies its connection cap per worker thread.
-fn per_worker(total: usize) -> usize {
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    total.div_ceil(workers).max(1)
-}
-
-/// SIGHUP re-reads the TLS certificate and key; a bad pair is logged and the old one kept.
-/// Without TLS the signal is acknowledged and ignored, rather than ending the process as
-/// SIGHUP does by default (`systemctl reload` must never stop the receiver).
-async fn reload_on_sighup(
-    mut hangup: Signal,
-    cert: Option<Arc<ReloadableCert>>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = hangup.recv() => match cert.as_deref().map(ReloadableCert::reload) {
-                Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
-                Some(Err(e)) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
-                None => tracing::info!("SIGHUP received; nothing to reload without TLS"),
-            },
+/// Registration's progress in the metrics and in systemd's status line; while it retries,
+/// systemd is asked for more start-up time.
+fn report_registration(metrics: &Metrics, settings: &Settings, progress: Progress<'_>) {
+    match progress {
+        Progress::Started => systemd::status("registering with Volt"),
+        Progress::Retrying {
+            attempt,
+            error,
+            delay,
+        } => {
+            metrics.registration_attempt("transient_failure");
+            systemd::status(&format!(
+                "registering with Volt, attempt {}: {}",
+                attempt + 1,
+                error.brief()
+            ));
+            systemd::extend_start_timeout(delay + settings.api.timeout * 2);
         }
-    }
-}
-
-/// Bind the admin listener. A default address that is taken only costs the health and metrics
-/// endpoints (a second instance on one host still receives events); an explicit one is fatal.
-fn build_admin(
-    settings: &Settings,
-    state: AdminState,
-) -> anyhow::Result<Option<(Server, SocketAddr)>> {
-    let Some(listen) = settings.admin.listen else {
-        return Ok(None);
-    };
-    let listener = match TcpListener::bind(listen) {
-        Ok(listener) => listener,
-        Err(e) if !settings.admin.explicit => {
-            tracing::warn!(
-                listen = %listen,
-                error = %e,
-                "Admin listener not started: its default address is taken; set admin.listen \
-                 to a free address (or admin.enabled = false)"
-            );
-            return Ok(None);
+        Progress::Finished { registered } => {
+            metrics.registration_attempt(if registered { "success" } else { "failure" });
         }
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "cannot listen on {listen} for the admin endpoints; change admin.listen"
-            )));
-        }
-    };
-    let addr = listener.local_addr()?;
-    let server = HttpServer::new(move || App::new().configure(admin::configure(state.clone())))
-        .workers(1)
-        .listen(listener)?
-        .disable_signals()
-        .shutdown_timeout(5)
-        .run();
-    Ok(Some((server, addr)))
-}
-
-/// Register `server.public_url` with Volt according to `[api] register`. Of the instances
-/// sharing a PostgreSQL store, only the one holding the registration role registers; the
-/// role is returned, to be held while this instance runs.
-async fn register_if_configured(
-    settings: &Settings,
-    store: &Store,
-    metrics: &Metrics,
-) -> anyhow::Result<Option<RoleLock>> {
-    let api = &settings.api;
-    let Some(token) = api.token.clone().filter(|_| api.should_register()) else {
-        metrics.set_registration_state(RegistrationState::not_required);
-        if api.register == RegisterMode::Never {
-            tracing::info!("Not registering with Volt: api.register = \"never\"");
-        } else {
-            tracing::warn!(
-                "Not registering with Volt: no API token is configured. Set api.token_file in \
-                 volt.toml (or VOLT_API__TOKEN) to register automatically, or register the URL \
-                 in Volt's portal"
-            );
-        }
-        return Ok(None);
-    };
-    let Some(role) = store
-        .try_take_role(Role::Registration)
-        .await
-        .context("cannot find out whether another voltd instance is registering")?
-    else {
-        metrics.set_registration_state(RegistrationState::other_instance);
-        tracing::info!(
-            "Not registering with Volt: another voltd instance sharing this database holds \
-             registration; receiving events"
-        );
-        return Ok(None);
-    };
-    let url = settings.server.public_url.as_str();
-    tracing::info!(url, "Registering the webhook URL with Volt");
-    systemd::status("registering with Volt");
-    let result = register_and_record(settings, store, token, |attempt, error, delay| {
-        metrics.registration_attempt("transient_failure");
-        systemd::status(&format!(
-            "registering with Volt, attempt {}: {}",
-            attempt + 1,
-            short(error)
-        ));
-        systemd::extend_start_timeout(delay + api.timeout * 2);
-    })
-    .await;
-    match &result {
-        Ok(_) => {
-            metrics.registration_attempt("success");
-            metrics.set_registration_state(RegistrationState::registered);
-        }
-        Err(_) => {
-            metrics.registration_attempt("failure");
-            metrics.set_registration_state(RegistrationState::failed);
-        }
-    }
-    result.map(|_| Some(role))
-}
-
-/// How often the registrant checks that the database still holds its registration lock.
-const ROLE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Hold the registration role until shutdown. The database drops the lock with the session
-/// (a restart, a failover, a cut connection); that is logged, because an instance started
-/// meanwhile registers again, and the role is taken back when free.
-async fn hold_registration(store: Store, mut role: RoleLock, stop: CancellationToken) {
-    let mut held = true;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(ROLE_CHECK_INTERVAL) => {}
-        }
-        if held {
-            if let Err(e) = role.check().await {
-                held = false;
-                tracing::warn!(
-                    error = %e,
-                    "Lost the registration lock: its database session ended, so a voltd \
-                     instance that starts now registers with Volt again. Taking it back when free"
-                );
-            }
-        } else if let Ok(Some(taken)) = store.try_take_role(Role::Registration).await {
-            role = taken;
-            held = true;
-            tracing::info!("Holding the registration lock again");
-        }
-    }
-}
-
-/// Call `registerWebhook` with retries, log the webhook Volt returned and record it.
-pub async fn register_and_record(
-    settings: &Settings,
-    store: &Store,
-    token: SecretString,
-    on_retry: impl FnMut(u32, &VoltError, Duration),
-) -> anyhow::Result<Webhook> {
-    let api = &settings.api;
-    let client = VoltClient::new(api.url.clone(), token, api.timeout);
-    let policy = RetryPolicy {
-        attempts: api.register_attempts,
-        initial: api.retry_initial,
-        max: api.retry_max,
-    };
-    let url = settings.server.public_url.as_str();
-    let webhook = register_with_retry(&client, url, policy, on_retry)
-        .await
-        .map_err(|e| registration_failed(e, api.register_attempts))?;
-    tracing::info!(
-        webhook_id = webhook.id,
-        url = webhook.url,
-        "Registered with Volt"
-    );
-    store
-        .record_registration(&Registration {
-            webhook_id: webhook.id.clone(),
-            url: webhook.url.clone(),
-            created_at: webhook.created_at.clone(),
-            last_updated_at: webhook.last_updated_at.clone(),
-        })
-        .await
-        .context("registered with Volt, but could not record the registration in the store")?;
-    Ok(webhook)
-}
-
-fn registration_failed(error: VoltError, attempts: u32) -> anyhow::Error {
-    if error.is_transient() {
-        anyhow::Error::new(error).context(format!(
-            "registration with Volt failed after {attempts} attempts (api.register_attempts)"
-        ))
-    } else {
-        anyhow::Error::new(error)
-    }
-}
-
-fn short(error: &VoltError) -> String {
-    match error {
-        VoltError::WebhookUnreachable { .. } => "Volt could not reach public_url".to_owned(),
-        other => other.to_string().chars().take(120).collect(),
     }
 }

@@ -18,6 +18,7 @@ use crate::config::{ConfigError, Secrets, Settings};
 use crate::receiver::tls::{ReloadableCert, TlsError};
 use crate::store::Store;
 use crate::volt::VoltError;
+use crate::volt::registration::RegistrationError;
 
 /// sysexits.h EX_CONFIG: configuration or credential error; systemd units use it with
 /// `RestartPreventExitStatus=` so a bad config is not restarted in a loop.
@@ -172,6 +173,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<VoltError>()
                 .is_some_and(VoltError::is_credential)
+            || cause
+                .downcast_ref::<RegistrationError>()
+                .is_some_and(RegistrationError::is_credential)
     });
     if config_or_credential { EXIT_CONFIG } else { 1 }
 }

@@ -6,7 +6,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Settings};
 use crate::ops::telemetry;
-use crate::startup::{Application, register_and_record};
+use crate::startup::Application;
+use crate::volt::registration::register_and_record;
 
 pub async fn daemon(settings: Settings) -> anyhow::Result<()> {
     telemetry::init(&settings.log.level, settings.log.format);

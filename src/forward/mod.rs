@@ -7,6 +7,8 @@
 //! survive restarts. Of several instances sharing a PostgreSQL store, only the one holding
 //! the forwarding role runs the task.
 
+mod command;
+mod http;
 mod signing;
 mod sink;
 
@@ -396,7 +398,7 @@ mod tests {
         metrics.delivery_attempt("crm", true);
         metrics.delivery_finished("crm", "delivered");
         metrics.set_delivery_backlog(4, 2.5);
-        let text = metrics.render(0);
+        let text = metrics.render(0, crate::volt::registration::RegistrationState::Pending);
         for line in [
             r#"voltd_forward_attempts_total{sink="crm",outcome="failure"} 1"#,
             r#"voltd_forward_deliveries_total{sink="crm",outcome="delivered"} 1"#,

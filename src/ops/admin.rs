@@ -1,24 +1,69 @@
 //! The admin listener: liveness, readiness and Prometheus metrics, kept off the public
 //! webhook listener so they are never exposed to the internet by the reverse proxy.
 
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
 
-use crate::ops::metrics::{Metrics, RegistrationState};
+use super::metrics::Metrics;
+use crate::config::AdminSettings;
 use crate::store::{EventWriter, Store};
+use crate::volt::registration::{RegistrationState, RegistrationStatus};
 
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What health, readiness and metrics look at.
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Store,
     pub writer: EventWriter,
     pub metrics: Arc<Metrics>,
+    pub registration: RegistrationStatus,
 }
 
-pub fn configure(state: AdminState) -> impl FnOnce(&mut web::ServiceConfig) {
+/// Bind the admin listener and start serving on it. A default address that is taken only
+/// costs the health and metrics endpoints (a second instance on one host still receives
+/// events); an explicit one is fatal.
+pub fn serve(
+    settings: &AdminSettings,
+    state: AdminState,
+) -> anyhow::Result<Option<(Server, SocketAddr)>> {
+    let Some(listen) = settings.listen else {
+        return Ok(None);
+    };
+    let listener = match TcpListener::bind(listen) {
+        Ok(listener) => listener,
+        Err(e) if !settings.explicit => {
+            tracing::warn!(
+                listen = %listen,
+                error = %e,
+                "Admin listener not started: its default address is taken; set admin.listen \
+                 to a free address (or admin.enabled = false)"
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot listen on {listen} for the admin endpoints; change admin.listen"
+            )));
+        }
+    };
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
+        .workers(1)
+        .listen(listener)
+        .with_context(|| format!("cannot serve the admin endpoints on {addr}"))?
+        .disable_signals()
+        .shutdown_timeout(5)
+        .run();
+    Ok(Some((server, addr)))
+}
+
+fn configure(state: AdminState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(state))
             .route("/healthz", web::get().to(healthz))
@@ -44,12 +89,12 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
 /// Whether the daemon can take events and is known to Volt; the reason when not.
 pub async fn readiness(state: &AdminState) -> Result<(), String> {
     store_health(state).await?;
-    match state.metrics.registration_state() {
-        RegistrationState::registered
-        | RegistrationState::not_required
-        | RegistrationState::other_instance => Ok(()),
-        RegistrationState::pending => Err("registration with Volt in progress".to_owned()),
-        RegistrationState::failed => Err("registration with Volt failed".to_owned()),
+    match state.registration.get() {
+        RegistrationState::Registered
+        | RegistrationState::NotRequired
+        | RegistrationState::OtherInstance => Ok(()),
+        RegistrationState::Pending => Err("registration with Volt in progress".to_owned()),
+        RegistrationState::Failed => Err("registration with Volt failed".to_owned()),
     }
 }
 
@@ -71,5 +116,9 @@ pub async fn store_health(state: &AdminState) -> Result<(), String> {
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(state.writer.queue_depth()))
+        .body(
+            state
+                .metrics
+                .render(state.writer.queue_depth(), state.registration.get()),
+        )
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics. One `Metrics` value is created at start-up and shared (no global
 //! recorder), so tests can run several apps in one process.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -10,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::volt::registration::RegistrationState;
 
 /// Event types Volt is known to send. Anything else is counted as `other`, so a sender cannot
 /// create unbounded label values.
@@ -40,31 +42,9 @@ struct RejectionLabel {
     reason: Rejection,
 }
 
-/// Where registration with Volt stands.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum RegistrationState {
-    not_required,
-    pending,
-    registered,
-    failed,
-    /// Another instance sharing the PostgreSQL store holds registration.
-    other_instance,
-}
-
-impl RegistrationState {
-    const ALL: [Self; 5] = [
-        Self::not_required,
-        Self::pending,
-        Self::registered,
-        Self::failed,
-        Self::other_instance,
-    ];
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
-    state: RegistrationState,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,7 +81,6 @@ pub struct Metrics {
     delivery_attempts: Family<SinkOutcomeLabel, Counter>,
     delivery_backlog: Gauge,
     delivery_oldest_seconds: Gauge<f64, AtomicU64>,
-    state: AtomicU8,
     stored_since_start: AtomicU64,
 }
 
@@ -202,10 +181,8 @@ impl Metrics {
             delivery_attempts,
             delivery_backlog,
             delivery_oldest_seconds,
-            state: AtomicU8::new(0),
             stored_since_start: AtomicU64::new(0),
         };
-        metrics.set_registration_state(RegistrationState::pending);
         Arc::new(metrics)
     }
 
@@ -250,19 +227,6 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_registration_state(&self, current: RegistrationState) {
-        for state in RegistrationState::ALL {
-            self.registration_state
-                .get_or_create(&StateLabel { state })
-                .set(i64::from(state == current));
-        }
-        self.state.store(current as u8, Ordering::Relaxed);
-    }
-
-    pub fn registration_state(&self) -> RegistrationState {
-        RegistrationState::ALL[usize::from(self.state.load(Ordering::Relaxed))]
-    }
-
     pub fn delivery_attempt(&self, sink: &str, success: bool) {
         let outcome = if success { "success" } else { "failure" };
         self.delivery_attempts
@@ -288,10 +252,18 @@ impl Metrics {
         self.delivery_oldest_seconds.set(oldest_seconds);
     }
 
-    /// The Prometheus text exposition, with the queue depth sampled now.
-    pub fn render(&self, queue_depth: usize) -> String {
+    /// The Prometheus text exposition, with the queue depth and registration state sampled
+    /// now.
+    pub fn render(&self, queue_depth: usize, registration: RegistrationState) -> String {
         self.queue_depth
             .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        for state in RegistrationState::ALL {
+            self.registration_state
+                .get_or_create(&StateLabel {
+                    state: state.as_str(),
+                })
+                .set(i64::from(state == registration));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
@@ -309,8 +281,7 @@ mod tests {
         metrics.event_stored(Some("message.received"), false);
         metrics.event_stored(Some("attacker.invented"), true);
         metrics.rejected(Rejection::size);
-        metrics.set_registration_state(RegistrationState::registered);
-        let text = metrics.render(3);
+        let text = metrics.render(3, RegistrationState::Registered);
         assert!(
             text.contains(r#"voltd_events_received_total{event_type="message.received"} 1"#),
             "{text}"
@@ -330,6 +301,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("voltd_store_queue_depth 3"), "{text}");
-        assert_eq!(metrics.registration_state(), RegistrationState::registered);
     }
 }

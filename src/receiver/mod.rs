@@ -7,21 +7,25 @@ pub mod access;
 mod extract;
 pub mod tls;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::middleware::{Condition, from_fn};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use anyhow::Context;
 use chrono::Utc;
 
-use crate::config::{VerifyMode, VerifySettings};
-use crate::event::Verdict;
-use crate::event::{NewEvent, StoreOutcome};
+use access::{AccessPolicy, ClientIp};
+use tls::ReloadableCert;
+
+use crate::config::{ServerSettings, VerifyMode, VerifySettings};
+use crate::event::{NewEvent, StoreOutcome, Verdict};
 use crate::log_limit::LogLimiter;
 use crate::ops::metrics::{Metrics, Rejection};
-use crate::receiver::access::ClientIp;
 use crate::store::{EventWriter, WriteError};
 use crate::volt::signature::{self, SIGNATURE_HEADER};
 pub use extract::extract;
@@ -71,11 +75,54 @@ impl Receiver {
     }
 }
 
+/// Serve the webhook endpoint on `listener` (plain HTTP, or TLS with `tls`), refusing clients
+/// outside `server.allow_ips`. The server runs once awaited; signals are left to the caller.
+pub fn serve(
+    settings: &ServerSettings,
+    listener: TcpListener,
+    receiver: Receiver,
+    tls: Option<&Arc<ReloadableCert>>,
+) -> anyhow::Result<Server> {
+    let local_addr = listener.local_addr()?;
+    let path = settings.webhook_path().to_owned();
+    let access = web::Data::new(AccessPolicy::new(
+        settings.allow_ips.clone(),
+        settings.trusted_proxies.clone(),
+        receiver.metrics.clone(),
+    ));
+    let receiver = web::Data::new(receiver);
+    // Without allow_ips or trusted proxies the peer address is all there is to know.
+    let filter_clients = !settings.allow_ips.is_empty() || !settings.trusted_proxies.is_empty();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(access.clone())
+            .wrap(Condition::new(filter_clients, from_fn(access::enforce)))
+            .configure(configure(&path, receiver.clone()))
+    })
+    // A slow or silent client holds only its own connection, and only this long.
+    .client_request_timeout(settings.request_timeout)
+    .client_disconnect_timeout(Duration::from_secs(5))
+    .max_connections(per_worker(settings.max_connections));
+    let server = match tls {
+        Some(cert) => server.listen_rustls_0_23(listener, cert.server_config()?),
+        None => server.listen(listener),
+    }
+    .with_context(|| format!("cannot serve on {local_addr}"))?
+    // Signals are handled in one place (the CLI) so shutdown also stops registration.
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown_timeout.as_secs())
+    .run();
+    Ok(server)
+}
+
+/// actix applies its connection cap per worker thread.
+fn per_worker(total: usize) -> usize {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    total.div_ceil(workers).max(1)
+}
+
 /// Register the webhook route and the JSON 404 for every other path.
-pub fn configure(
-    path: &str,
-    receiver: web::Data<Receiver>,
-) -> impl FnOnce(&mut web::ServiceConfig) {
+fn configure(path: &str, receiver: web::Data<Receiver>) -> impl FnOnce(&mut web::ServiceConfig) {
     let path = path.to_owned();
     move |cfg| {
         cfg.app_data(receiver)

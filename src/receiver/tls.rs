@@ -11,6 +11,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::signal::unix::Signal;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -66,6 +68,26 @@ impl ResolvesServerCert for ReloadableCert {
             Err(poisoned) => poisoned.into_inner(),
         };
         Some(current.clone())
+    }
+}
+
+/// SIGHUP re-reads the TLS certificate and key; a bad pair is logged and the old one kept.
+/// Without TLS the signal is acknowledged and ignored, rather than ending the process as
+/// SIGHUP does by default (`systemctl reload` must never stop the receiver).
+pub async fn reload_on_hangup(
+    mut hangup: Signal,
+    cert: Option<Arc<ReloadableCert>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = hangup.recv() => match cert.as_deref().map(ReloadableCert::reload) {
+                Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+                Some(Err(e)) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
+                None => tracing::info!("SIGHUP received; nothing to reload without TLS"),
+            },
+        }
     }
 }
 

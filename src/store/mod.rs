@@ -26,7 +26,7 @@ pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
     EventSelection, FollowPosition, Outbox,
 };
-pub use queries::{EventFilter, Registration};
+pub use queries::EventFilter;
 pub use writer::{CommitObserver, EventWriter, WriteError, WriterTask};
 
 #[derive(Debug, thiserror::Error)]

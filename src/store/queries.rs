@@ -7,6 +7,7 @@ use super::backend::{Timestamp, on_pool};
 use super::{Store, StoreError};
 use crate::event::Verdict;
 use crate::event::{EventFields, StoredEvent};
+use crate::webhook::Webhook;
 
 /// Which events `list` returns, newest first.
 #[derive(Debug, Clone, Default)]
@@ -14,15 +15,6 @@ pub struct EventFilter {
     pub limit: u32,
     pub since: Option<DateTime<Utc>>,
     pub event_type: Option<String>,
-}
-
-/// One successful `registerWebhook` call as Volt answered it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Registration {
-    pub webhook_id: String,
-    pub url: String,
-    pub created_at: Option<String>,
-    pub last_updated_at: Option<String>,
 }
 
 const SELECT_EVENT: &str = "SELECT id, received_at, content_type, remote_addr, event_type, \
@@ -150,28 +142,39 @@ impl Store {
         Ok(deleted)
     }
 
-    pub async fn record_registration(&self, registration: &Registration) -> Result<(), StoreError> {
+    /// Keep a successful registration, for the record.
+    pub async fn record_registration(&self, webhook: &Webhook) -> Result<(), StoreError> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO registrations (webhook_id, url, registered_at, created_at, last_updated_at) \
              VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&registration.webhook_id)
-        .bind(&registration.url)
+        .bind(&webhook.id)
+        .bind(&webhook.url)
         .bind(Timestamp::now())
-        .bind(registration.created_at.as_deref())
-        .bind(registration.last_updated_at.as_deref())
+        .bind(webhook.created_at.as_deref())
+        .bind(webhook.last_updated_at.as_deref())
         .execute(pool)
         .await
         .map(drop))?;
         Ok(())
     }
 
-    pub async fn registrations(&self) -> Result<Vec<Registration>, StoreError> {
-        Ok(on_pool!(self, pool => sqlx::query_as(
+    /// Every registration recorded, oldest first.
+    pub async fn registrations(&self) -> Result<Vec<Webhook>, StoreError> {
+        let rows: Vec<(String, String, Option<String>, Option<String>)> = on_pool!(self, pool => sqlx::query_as(
             "SELECT webhook_id, url, created_at, last_updated_at FROM registrations ORDER BY id",
         )
         .fetch_all(pool)
-        .await)?)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, url, created_at, last_updated_at)| Webhook {
+                id,
+                url,
+                created_at,
+                last_updated_at,
+            })
+            .collect())
     }
 }
 

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
+use crate::webhook::Webhook;
+
 const REGISTER_WEBHOOK: &str = include_str!("register_webhook.graphql");
 /// Volt's answers are small; anything larger is not an answer we understand.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -42,19 +44,18 @@ impl VoltError {
         )
     }
 
+    /// A short form for a status line.
+    pub fn brief(&self) -> String {
+        match self {
+            Self::WebhookUnreachable { .. } => "Volt could not reach public_url".to_owned(),
+            other => other.to_string().chars().take(120).collect(),
+        }
+    }
+
     /// A credential problem: the daemon should stop with EX_CONFIG.
     pub fn is_credential(&self) -> bool {
         matches!(self, Self::Unauthorized { .. })
     }
-}
-
-/// A webhook as Volt reports it. Ids and times are kept as opaque strings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Webhook {
-    pub id: String,
-    pub url: String,
-    pub created_at: Option<String>,
-    pub last_updated_at: Option<String>,
 }
 
 pub struct VoltClient {

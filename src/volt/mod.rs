@@ -1,8 +1,8 @@
-//! Volt's GraphQL API, as far as voltd uses it: the `registerWebhook` mutation.
+//! Volt's GraphQL API, as far as voltd uses it: the `registerWebhook` mutation, the policy
+//! around it, and the signature Volt puts on each webhook.
 
 mod client;
-mod registration;
+pub mod registration;
 pub mod signature;
 
-pub use client::{VoltClient, VoltError, Webhook};
-pub use registration::{RetryPolicy, register_with_retry};
+pub use client::{VoltClient, VoltError};

@@ -20,7 +20,7 @@ async fn registration_succeeds_because_the_url_is_served_first() {
     .await;
 
     assert_eq!(registrations.len(), 1);
-    assert_eq!(registrations[0].webhook_id, "wh_01");
+    assert_eq!(registrations[0].id, "wh_01");
     assert_eq!(registrations[0].url, app.webhook_url());
     let calls = volt.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
