@@ -82,26 +82,13 @@ impl NewEvent {
     pub fn dedup_key(&self) -> Option<String> {
         let message_id = self.fields.message_id.as_deref()?;
         let event_type = self.fields.event_type.as_deref().unwrap_or("");
-        // Built by hand: this runs for every event on the writer's path.
-        let mut key = String::with_capacity(event_type.len() + message_id.len() + 80);
-        key.push_str(event_type);
-        key.push('\u{1f}');
-        key.push_str(message_id);
-        key.push('\u{1f}');
-        match &self.fields.status {
-            Some(status) => {
-                key.push_str("status:");
-                key.push_str(status);
-            }
-            None => {
-                let mut hex = [0u8; 64];
-                // 32 digest bytes always fit 64 hex digits.
-                let _ = hex::encode_to_slice(Sha256::digest(&self.body), &mut hex);
-                key.push_str("sha256:");
-                key.extend(hex.iter().map(|&b| char::from(b)));
-            }
-        }
-        Some(key)
+        let status_or_hash = match &self.fields.status {
+            Some(status) => format!("status:{status}"),
+            None => format!("sha256:{}", hex::encode(Sha256::digest(&self.body))),
+        };
+        Some(format!(
+            "{event_type}\u{1f}{message_id}\u{1f}{status_or_hash}"
+        ))
     }
 }
 
