@@ -5,6 +5,12 @@
 #   bench/ingest.sh                 # 3 runs x 10 s at 16, 64 and 256 connections
 #   BENCH_SECONDS=5 BENCH_RUNS=1 BENCH_LEVELS="64" bench/ingest.sh
 #   BENCH_STORE=postgres bench/ingest.sh   # the same on PostgreSQL (BENCH_POSTGRES_URL)
+#   BENCH_VOLTD=/tmp/voltd-before bench/ingest.sh   # run that voltd instead of building one
+#
+# BENCH_VOLTD compares two builds minutes apart, on a machine as quiet for one as for the
+# other: copy target/release/voltd aside (e.g. to /tmp/voltd-before), change the tree, and
+# run the script once with BENCH_VOLTD set and once without. The load generator and the
+# no-op server are built from this tree either way.
 #
 # Prints a markdown table of medians; exits non-zero if stored rows != acknowledged events.
 set -euo pipefail
@@ -17,14 +23,22 @@ store=${BENCH_STORE:-sqlite}
 postgres_url=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
 schema="voltd_bench_$$"
 case "$store" in sqlite | postgres) ;; *) echo "BENCH_STORE must be sqlite or postgres" >&2; exit 2 ;; esac
+if [ -n "${BENCH_VOLTD:-}" ]; then
+    # Resolved before the cd below, so a relative path means what it meant to the caller.
+    voltd_bin=$(realpath -e "$BENCH_VOLTD" 2>/dev/null) && [ -x "$voltd_bin" ] ||
+        { echo "BENCH_VOLTD must name an executable voltd binary; $BENCH_VOLTD is not one" >&2; exit 2; }
+fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 echo "Building (release)..." >&2
-cargo build --release --locked --bin voltd >&2
+if [ -z "${BENCH_VOLTD:-}" ]; then
+    cargo build --release --locked --bin voltd >&2
+    voltd_bin=${CARGO_TARGET_DIR:-$root/target}/release/voltd
+fi
 cargo build --release --locked --manifest-path bench/Cargo.toml \
     --target-dir "$root/bench/target" >&2
-voltd_bin=${CARGO_TARGET_DIR:-$root/target}/release/voltd
+echo "Benchmarking $voltd_bin" >&2
 loadgen=$root/bench/target/release/loadgen
 noop_bin=$root/bench/target/release/noop-server
 

@@ -1,6 +1,9 @@
 //! The domain type: one webhook delivery from Volt, as received and as stored.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// Fields read leniently from a Volt webhook body; all optional because Volt's body format is
@@ -79,26 +82,13 @@ impl NewEvent {
     pub fn dedup_key(&self) -> Option<String> {
         let message_id = self.fields.message_id.as_deref()?;
         let event_type = self.fields.event_type.as_deref().unwrap_or("");
-        // Built by hand: this runs for every event on the writer's path.
-        let mut key = String::with_capacity(event_type.len() + message_id.len() + 80);
-        key.push_str(event_type);
-        key.push('\u{1f}');
-        key.push_str(message_id);
-        key.push('\u{1f}');
-        match &self.fields.status {
-            Some(status) => {
-                key.push_str("status:");
-                key.push_str(status);
-            }
-            None => {
-                let mut hex = [0u8; 64];
-                // 32 digest bytes always fit 64 hex digits.
-                let _ = hex::encode_to_slice(Sha256::digest(&self.body), &mut hex);
-                key.push_str("sha256:");
-                key.extend(hex.iter().map(|&b| char::from(b)));
-            }
-        }
-        Some(key)
+        let status_or_hash = match &self.fields.status {
+            Some(status) => format!("status:{status}"),
+            None => format!("sha256:{}", hex::encode(Sha256::digest(&self.body))),
+        };
+        Some(format!(
+            "{event_type}\u{1f}{message_id}\u{1f}{status_or_hash}"
+        ))
     }
 }
 
@@ -135,46 +125,67 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// The line of `voltd events list --json` and `events tail --json`: exactly the keys of
-    /// the documented interface, which scripts rely on.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "received_at": self.received_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "event_type": self.fields.event_type,
-            "direction": self.fields.direction,
-            "from": self.fields.from,
-            "to": self.fields.to,
-            "message_id": self.fields.message_id,
-            "payload": self.payload(),
-            "body": String::from_utf8_lossy(&self.body),
-        })
-    }
-
-    /// Everything stored about the event: `voltd events show` and command sinks' input. The
-    /// keys of [`StoredEvent::to_json`], then the rest.
-    pub fn to_detailed_json(&self) -> serde_json::Value {
-        let mut json = self.to_json();
-        if let serde_json::Value::Object(map) = &mut json {
-            map.extend([
-                ("status".to_owned(), self.fields.status.clone().into()),
-                (
-                    "error_code".to_owned(),
-                    self.fields.error_code.clone().into(),
-                ),
-                ("text".to_owned(), self.fields.text.clone().into()),
-                ("content_type".to_owned(), self.content_type.clone().into()),
-                ("remote_addr".to_owned(), self.remote_addr.clone().into()),
-                ("signature".to_owned(), self.signature.as_str().into()),
-            ]);
+    /// The line of `voltd events list --json` and `events tail --json`.
+    pub fn to_json(&self) -> EventJson<'_> {
+        EventJson {
+            id: self.id,
+            received_at: self
+                .received_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            event_type: self.fields.event_type.as_deref(),
+            direction: self.fields.direction.as_deref(),
+            from: self.fields.from.as_deref(),
+            to: self.fields.to.as_deref(),
+            message_id: self.fields.message_id.as_deref(),
+            payload: serde_json::from_slice(without_bom(&self.body))
+                .unwrap_or(serde_json::Value::Null),
+            body: String::from_utf8_lossy(&self.body),
         }
-        json
     }
 
-    /// The body as parsed JSON, or null when it is not JSON.
-    fn payload(&self) -> serde_json::Value {
-        serde_json::from_slice(without_bom(&self.body)).unwrap_or(serde_json::Value::Null)
+    /// Everything stored about the event: `voltd events show` and command sinks' input.
+    pub fn to_detailed_json(&self) -> DetailedEventJson<'_> {
+        DetailedEventJson {
+            line: self.to_json(),
+            status: self.fields.status.as_deref(),
+            error_code: self.fields.error_code.as_deref(),
+            text: self.fields.text.as_deref(),
+            content_type: self.content_type.as_deref(),
+            remote_addr: self.remote_addr.as_deref(),
+            signature: self.signature.as_str(),
+        }
     }
+}
+
+/// An event as `events list --json` shows it: exactly the keys of the documented
+/// interface, in this order, which scripts rely on.
+#[derive(Debug, Serialize)]
+pub struct EventJson<'a> {
+    id: i64,
+    /// RFC 3339 in UTC with microseconds, as the store keeps it.
+    received_at: String,
+    event_type: Option<&'a str>,
+    direction: Option<&'a str>,
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    message_id: Option<&'a str>,
+    /// The body as parsed JSON, or null when it is not JSON.
+    payload: serde_json::Value,
+    /// The raw body as text, invalid UTF-8 replaced.
+    body: Cow<'a, str>,
+}
+
+/// The keys of [`EventJson`], then the rest.
+#[derive(Debug, Serialize)]
+pub struct DetailedEventJson<'a> {
+    #[serde(flatten)]
+    line: EventJson<'a>,
+    status: Option<&'a str>,
+    error_code: Option<&'a str>,
+    text: Option<&'a str>,
+    content_type: Option<&'a str>,
+    remote_addr: Option<&'a str>,
+    signature: &'static str,
 }
 
 #[cfg(test)]
@@ -195,6 +206,63 @@ mod tests {
             },
             signature: Verdict::Unchecked,
         }
+    }
+
+    fn stored(body: &[u8]) -> StoredEvent {
+        use chrono::TimeZone;
+        StoredEvent {
+            id: 7,
+            received_at: Utc.with_ymd_and_hms(2026, 11, 27, 1, 2, 3).unwrap()
+                + chrono::Duration::microseconds(45),
+            content_type: Some("application/json".into()),
+            remote_addr: Some("192.0.2.1".into()),
+            body: body.to_vec(),
+            fields: EventFields {
+                event_type: Some("message.received".into()),
+                from: Some("+1555".into()),
+                to: Some("+1666".into()),
+                message_id: Some("m1".into()),
+                text: Some("say \"hi\"".into()),
+                error_code: Some("30003".into()),
+                ..EventFields::default()
+            },
+            signature: Verdict::Valid,
+        }
+    }
+
+    fn json_line(body: &[u8]) -> String {
+        serde_json::to_string(&stored(body).to_json()).unwrap()
+    }
+
+    #[test]
+    fn the_json_line_has_the_documented_keys_in_order() {
+        assert_eq!(
+            json_line(br#"{"payload":{"id":"m1","z":1,"a":2}}"#),
+            r#"{"id":7,"received_at":"2026-11-27T01:02:03.000045Z","event_type":"message.received","direction":null,"from":"+1555","to":"+1666","message_id":"m1","payload":{"payload":{"id":"m1","z":1,"a":2}},"body":"{\"payload\":{\"id\":\"m1\",\"z\":1,\"a\":2}}"}"#
+        );
+        let with_bom = json_line(b"\xEF\xBB\xBF[1]");
+        assert!(with_bom.ends_with("\"payload\":[1],\"body\":\"\u{feff}[1]\"}"));
+        let not_utf8 = json_line(b"Yes \xff");
+        assert!(not_utf8.ends_with("\"payload\":null,\"body\":\"Yes \u{fffd}\"}"));
+    }
+
+    #[test]
+    fn the_detailed_json_adds_the_rest_after_the_line() {
+        let event = stored(b"Yes");
+        let detailed = serde_json::to_string(&event.to_detailed_json()).unwrap();
+        assert_eq!(
+            detailed,
+            format!(
+                r#"{},"status":null,"error_code":"30003","text":"say \"hi\"","content_type":"application/json","remote_addr":"192.0.2.1","signature":"valid"}}"#,
+                json_line(b"Yes").strip_suffix('}').unwrap()
+            )
+        );
+        // `events show` prints it pretty: the flattened view reads as the same object would.
+        let parsed: serde_json::Value = serde_json::from_str(&detailed).unwrap();
+        assert_eq!(
+            serde_json::to_string_pretty(&event.to_detailed_json()).unwrap(),
+            serde_json::to_string_pretty(&parsed).unwrap()
+        );
     }
 
     #[test]

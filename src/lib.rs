@@ -1,5 +1,6 @@
 //! voltd: receive Volt (textvolt) webhook events, store each one durably, log it.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod event;

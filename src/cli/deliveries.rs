@@ -6,7 +6,7 @@ use clap::{Subcommand, ValueEnum};
 
 use super::display::{field, visible};
 use crate::config::Settings;
-use crate::store::{DeliveryFilter, DeliveryRecord};
+use crate::store::{DeliveryFilter, DeliveryRecord, Timestamp};
 
 /// Enough of an error to recognise it; `--json` has all of it.
 const ERROR_COLUMN_CHARS: usize = 100;
@@ -61,7 +61,8 @@ fn print(deliveries: &[DeliveryRecord], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         for delivery in deliveries {
-            writeln!(out, "{}", delivery_json(delivery))?;
+            serde_json::to_writer(&mut out, delivery)?;
+            writeln!(out)?;
         }
         out.flush()?;
         return Ok(());
@@ -84,20 +85,9 @@ fn print(deliveries: &[DeliveryRecord], json: bool) -> anyhow::Result<()> {
             visible(&d.sink),
             visible(&d.status),
             d.attempts,
-            field(next_attempt_at(d)),
+            field(d.next_attempt_at.map(Timestamp::to_text).as_deref()),
         )?;
     }
     out.flush()?;
     Ok(())
-}
-
-/// Only a pending delivery has a next attempt; for the others the stored time is stale.
-fn next_attempt_at(delivery: &DeliveryRecord) -> Option<&str> {
-    (delivery.status == "pending").then_some(delivery.next_attempt_at.as_str())
-}
-
-fn delivery_json(delivery: &DeliveryRecord) -> serde_json::Value {
-    let mut json = delivery.to_json();
-    json["next_attempt_at"] = next_attempt_at(delivery).into();
-    json
 }

@@ -75,11 +75,8 @@ pub async fn execute(command: EventsCommand, settings: Settings) -> anyhow::Resu
         EventsCommand::Show { id } => match store.event(id).await? {
             Some(event) => {
                 let mut out = std::io::stdout().lock();
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&event.to_detailed_json())?
-                )?;
+                serde_json::to_writer_pretty(&mut out, &event.to_detailed_json())?;
+                writeln!(out)?;
                 out.flush()?;
                 Ok(())
             }
@@ -110,7 +107,8 @@ fn print_list(events: &[StoredEvent], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         for event in events {
-            writeln!(out, "{}", event.to_json())?;
+            serde_json::to_writer(&mut out, &event.to_json())?;
+            writeln!(out)?;
         }
         out.flush()?;
         return Ok(());

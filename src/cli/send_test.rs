@@ -69,17 +69,10 @@ fn target_url(settings: &Settings) -> String {
     format!("http://{address}{path}")
 }
 
+/// A random UUID, as Volt's message ids look, marked as a test's.
 fn unique_message_id() -> String {
-    let bits: u128 = rand::random();
-    let hex = format!("{bits:032x}");
-    format!(
-        "test-{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    format!("test-{uuid}")
 }
 
 fn sample_body(event_type: TestEventType, message_id: &str) -> String {
@@ -115,4 +108,17 @@ fn sample_body(event_type: TestEventType, message_id: &str) -> String {
         }),
     };
     serde_json::json!({ "payload": payload }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_message_ids_are_distinct_random_uuids() {
+        let id = unique_message_id();
+        let uuid = uuid::Uuid::parse_str(id.strip_prefix("test-").unwrap()).unwrap();
+        assert_eq!(uuid.get_version(), Some(uuid::Version::Random));
+        assert_ne!(id, unique_message_id());
+    }
 }

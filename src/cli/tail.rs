@@ -65,7 +65,8 @@ async fn print_events_after(
 fn print_event(event: &StoredEvent, json: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", event.to_json())?;
+        serde_json::to_writer(&mut out, &event.to_json())?;
+        writeln!(out)?;
     } else {
         let e = EventColumns::of(event);
         writeln!(

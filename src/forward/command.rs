@@ -33,7 +33,8 @@ pub(super) async fn run(
         .spawn()
         .map_err(|e| format!("cannot start {describe}: {e}"))?;
     let mut stdin = child.stdin.take();
-    let mut json = event.to_detailed_json().to_string();
+    let mut json = serde_json::to_string(&event.to_detailed_json())
+        .map_err(|e| format!("cannot write event {} as JSON: {e}", event.id))?;
     json.push('\n');
     let feed = async move {
         if let Some(stdin) = stdin.as_mut() {

@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub use signing::sign;
 pub use sink::{Attempt, Sink};
 
-use crate::config::{ForwardSettings, RetrySettings};
+use crate::backoff::Backoff;
+use crate::config::ForwardSettings;
 use crate::log_limit::LogLimiter;
 use crate::ops::metrics::Metrics;
 use crate::store::{DeliveryOutcome, EventHeader, Role, RoleLock, Store, StoreError};
@@ -57,18 +58,6 @@ pub fn sink_wants(sinks: &[ForwardSettings], sink: &str, event: &EventHeader) ->
         .iter()
         .find(|s| s.name == sink)
         .is_some_and(|s| s.wants(event))
-}
-
-/// The wait before retry number `attempts` (1 after the first failure): exponential, capped,
-/// with the upper half jittered so failed deliveries do not retry in lockstep.
-pub fn backoff(retry: &RetrySettings, attempts: u32) -> Duration {
-    let exponent = attempts.saturating_sub(1).min(32);
-    let ceiling = retry
-        .initial
-        .saturating_mul(2u32.saturating_pow(exponent))
-        .min(retry.max);
-    let half = ceiling / 2;
-    half + half.mul_f64(rand::random::<f64>())
 }
 
 /// A delivery being attempted.
@@ -360,7 +349,11 @@ fn decide(
         }
         Attempt::Failed(error) => {
             metrics.delivery_attempt(&sink.name, false);
-            let wait = backoff(&sink.retry, attempts);
+            let backoff = Backoff {
+                initial: sink.retry.initial,
+                max: sink.retry.max,
+            };
+            let wait = backoff.delay(attempts);
             tracing::info!(
                 sink = sink.name,
                 delivery,
@@ -406,23 +399,6 @@ mod tests {
             "voltd_forward_oldest_pending_seconds 2.5",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
-        }
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let retry = RetrySettings {
-            max_attempts: 10,
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        for _ in 0..50 {
-            let first = backoff(&retry, 1);
-            assert!((Duration::from_millis(50)..=Duration::from_millis(100)).contains(&first));
-            let third = backoff(&retry, 3);
-            assert!((Duration::from_millis(200)..=Duration::from_millis(400)).contains(&third));
-            let late = backoff(&retry, 30);
-            assert!((Duration::from_millis(500)..=Duration::from_secs(1)).contains(&late));
         }
     }
 }

@@ -98,8 +98,9 @@ pub async fn enforce(
     if let Some(suppressed) = policy.warnings.permit() {
         tracing::warn!(client = %client, suppressed, "Refused a request from an address outside server.allow_ips");
     }
-    let response = HttpResponse::Forbidden()
-        .json(serde_json::json!({ "status": "error", "error": "forbidden" }));
+    let response = HttpResponse::Forbidden().json(super::Answer::Error {
+        error: "forbidden".to_owned(),
+    });
     Ok(request.into_response(response))
 }
 

@@ -7,17 +7,18 @@ pub mod access;
 mod extract;
 pub mod tls;
 
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use anyhow::Context;
 use chrono::Utc;
+use serde::Serialize;
 
 use access::{AccessPolicy, ClientIp};
 use tls::ReloadableCert;
@@ -178,8 +179,21 @@ impl ResponseError for ReceiveError {
             }
             _ => {}
         }
-        response.json(serde_json::json!({ "status": "error", "error": self.to_string() }))
+        response.json(Answer::Error {
+            error: self.to_string(),
+        })
     }
+}
+
+/// Every JSON body the endpoint answers with, `status` first:
+/// `{"status":"stored","id":N}`, `{"status":"duplicate","id":N}`,
+/// `{"status":"error","error":"..."}`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+enum Answer {
+    Stored { id: i64 },
+    Duplicate { id: i64 },
+    Error { error: String },
 }
 
 /// The whole body, within the size limit and the read deadline.
@@ -252,6 +266,11 @@ async fn receive(
         }
     }
     let (fields, is_json) = extract(&body);
+    // The event moves to the writer; the log line names these once it is stored.
+    let event_type = fields.event_type.clone();
+    let direction = fields.direction.clone();
+    let from = fields.from.clone();
+    let to = fields.to.clone();
     let client = request.extensions().get::<ClientIp>().map(|ip| ip.0);
     let event = NewEvent {
         received_at: Utc::now(),
@@ -262,14 +281,13 @@ async fn receive(
             .map(str::to_owned),
         remote_addr: client
             .or_else(|| request.peer_addr().map(|a| a.ip()))
-            .map(ip_text),
+            .map(|ip| ip.to_string()),
         // Without a copy when the body is a buffer of its own.
         body: Vec::from(body),
         fields,
         signature,
     };
     let bytes = event.body.len();
-    let summary = Summary::of(&event);
     let outcome = receiver.writer.submit(event).await.map_err(|e| match &e {
         WriteError::QueueFull => receiver.refuse(
             ReceiveError::Unavailable,
@@ -282,12 +300,10 @@ async fn receive(
             ReceiveError::Unavailable
         }
     })?;
-    let [event_type, direction, from, to] = summary.parts();
-    receiver.metrics.event_stored(
-        summary.has_event_type.then_some(event_type),
-        outcome.is_duplicate(),
-    );
-    if !is_json || !summary.has_event_type {
+    receiver
+        .metrics
+        .event_stored(event_type.as_deref(), outcome.is_duplicate());
+    if !is_json || event_type.is_none() {
         tracing::warn!(
             id = outcome.id(),
             bytes,
@@ -297,10 +313,10 @@ async fn receive(
     }
     tracing::info!(
         id = outcome.id(),
-        event_type,
-        direction,
-        from,
-        to,
+        event_type = event_type.as_deref().unwrap_or(""),
+        direction = direction.as_deref().unwrap_or(""),
+        from = from.as_deref().unwrap_or(""),
+        to = to.as_deref().unwrap_or(""),
         bytes,
         duplicate = outcome.is_duplicate(),
         signature = signature.as_str(),
@@ -309,95 +325,11 @@ async fn receive(
     Ok(stored_response(outcome))
 }
 
-/// The fields the "Event stored" line names, kept in one string because the event itself
-/// goes to the writer.
-struct Summary {
-    text: String,
-    ends: [usize; 4],
-    has_event_type: bool,
-}
-
-impl Summary {
-    fn of(event: &NewEvent) -> Self {
-        let f = &event.fields;
-        let parts =
-            [&f.event_type, &f.direction, &f.from, &f.to].map(|p| p.as_deref().unwrap_or(""));
-        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let ends = parts.map(|part| {
-            text.push_str(part);
-            text.len()
-        });
-        Self {
-            text,
-            ends,
-            has_event_type: f.event_type.is_some(),
-        }
-    }
-
-    /// Event type, direction, from and to; empty when absent.
-    fn parts(&self) -> [&str; 4] {
-        let mut start = 0;
-        self.ends.map(|end| {
-            let part = &self.text[start..end];
-            start = end;
-            part
-        })
-    }
-}
-
-/// `{"status":"stored","id":N}` (or `duplicate`), written without the formatting machinery.
 fn stored_response(outcome: StoreOutcome) -> HttpResponse {
-    let (status, id) = match outcome {
-        StoreOutcome::Stored(id) => ("stored", id),
-        StoreOutcome::Duplicate(id) => ("duplicate", id),
-    };
-    let mut body = String::with_capacity(48);
-    body.push_str(r#"{"status":""#);
-    body.push_str(status);
-    body.push_str(r#"","id":"#);
-    push_decimal(&mut body, id);
-    body.push('}');
-    HttpResponse::Ok()
-        .insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ))
-        .body(body)
-}
-
-fn push_decimal(out: &mut String, n: i64) {
-    if n < 0 {
-        out.push('-');
-    }
-    let mut digits = [0u8; 20];
-    let mut rest = n.unsigned_abs();
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[at..] {
-        out.push(char::from(digit));
-    }
-}
-
-/// An address as `IpAddr`'s `Display` writes it; IPv4 without the formatting machinery.
-fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut text = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        push_decimal(&mut text, i64::from(octet));
-    }
-    text
+    HttpResponse::Ok().json(match outcome {
+        StoreOutcome::Stored(id) => Answer::Stored { id },
+        StoreOutcome::Duplicate(id) => Answer::Duplicate { id },
+    })
 }
 
 async fn not_found(receiver: web::Data<Receiver>) -> HttpResponse {
@@ -420,52 +352,49 @@ async fn method_not_allowed(receiver: web::Data<Receiver>) -> HttpResponse {
 mod tests {
     use super::*;
 
-    #[test]
-    fn addresses_read_as_display_writes_them() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.200.3.45",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::8a2e:370:7334",
-            "::ffff:192.0.2.1",
-        ] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string());
-        }
+    async fn body_of(response: HttpResponse) -> (StatusCode, String, String) {
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
     }
 
-    #[test]
-    fn decimals_read_as_display_writes_them() {
-        for n in [0, 7, 10, 99, 1234567890, -1, -45, i64::MAX, i64::MIN] {
-            let mut text = String::new();
-            push_decimal(&mut text, n);
-            assert_eq!(text, n.to_string());
-        }
+    #[actix_web::test]
+    async fn refusals_answer_a_stable_json_body() {
+        let (status, content_type, body) =
+            body_of(ReceiveError::Unavailable.error_response()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(content_type, "application/json");
+        assert_eq!(
+            body,
+            r#"{"status":"error","error":"event not stored, try again"}"#
+        );
+        let (_, _, body) = body_of(ReceiveError::MethodNotAllowed.error_response()).await;
+        assert_eq!(
+            body,
+            r#"{"status":"error","error":"method not allowed; use POST"}"#
+        );
     }
 
-    #[test]
-    fn summary_parts_are_the_logged_fields() {
-        let mut event = NewEvent {
-            received_at: Utc::now(),
-            content_type: None,
-            remote_addr: None,
-            body: Vec::new(),
-            fields: crate::event::EventFields {
-                event_type: Some("message.received".into()),
-                from: Some("+1555".into()),
-                to: Some("+1666".into()),
-                ..Default::default()
-            },
-            signature: Verdict::Unchecked,
-        };
-        let summary = Summary::of(&event);
-        assert!(summary.has_event_type);
-        assert_eq!(summary.parts(), ["message.received", "", "+1555", "+1666"]);
-        event.fields = Default::default();
-        let summary = Summary::of(&event);
-        assert!(!summary.has_event_type);
-        assert_eq!(summary.parts(), ["", "", "", ""]);
+    #[actix_web::test]
+    async fn stored_events_are_answered_with_their_id() {
+        let (status, content_type, body) = body_of(stored_response(StoreOutcome::Stored(7))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "application/json");
+        assert_eq!(body, r#"{"status":"stored","id":7}"#);
+        let (_, _, body) = body_of(stored_response(StoreOutcome::Duplicate(i64::MAX))).await;
+        assert_eq!(body, r#"{"status":"duplicate","id":9223372036854775807}"#);
     }
 }

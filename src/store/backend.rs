@@ -31,8 +31,10 @@ macro_rules! on_pool {
 pub(super) use on_pool;
 
 /// A UTC time as each database keeps it: `timestamptz` in PostgreSQL; in SQLite, RFC 3339
-/// text with fixed-width microseconds, so that comparing text compares time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// text with fixed-width microseconds, so that comparing text compares time. Serialised as
+/// that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(into = "String")]
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {

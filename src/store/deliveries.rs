@@ -32,7 +32,8 @@ pub struct DueDelivery {
     pub attempts: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// A delivery as `voltd deliveries list` shows it; serialised, the line of its `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct DeliveryRecord {
     pub id: i64,
     pub event_id: i64,
@@ -40,29 +41,11 @@ pub struct DeliveryRecord {
     pub status: String,
     #[sqlx(try_from = "i64")]
     pub attempts: u32,
-    #[sqlx(try_from = "Timestamp")]
-    pub next_attempt_at: String,
-    #[sqlx(try_from = "Timestamp")]
-    pub created_at: String,
-    #[sqlx(try_from = "Timestamp")]
-    pub updated_at: String,
+    /// Only a pending delivery has one (see [`SELECT_DELIVERY`]).
+    pub next_attempt_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     pub last_error: Option<String>,
-}
-
-impl DeliveryRecord {
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "event_id": self.event_id,
-            "sink": self.sink,
-            "status": self.status,
-            "attempts": self.attempts,
-            "next_attempt_at": self.next_attempt_at,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "last_error": self.last_error,
-        })
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -96,7 +79,10 @@ pub struct Backlog {
 }
 
 const SELECT_HEADER: &str = "SELECT id, event_type, direction, from_number, to_number FROM events";
-const SELECT_DELIVERY: &str = "SELECT id, event_id, sink, status, attempts, next_attempt_at, \
+/// A finished delivery keeps the time of its last attempt in `next_attempt_at`; it is not
+/// a next attempt, so it is not read as one.
+const SELECT_DELIVERY: &str = "SELECT id, event_id, sink, status, attempts, \
+    CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at, \
     created_at, updated_at, last_error FROM deliveries";
 
 const INSERT_DELIVERY: &str = "INSERT INTO deliveries (event_id, sink, next_attempt_at, \
@@ -585,6 +571,79 @@ mod tests {
 
     fn once_each(ids: &[i64]) -> Vec<(i64, String)> {
         ids.iter().map(|id| (*id, "s".to_owned())).collect()
+    }
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp(DateTime::parse_from_rfc3339(text).unwrap().to_utc())
+    }
+
+    #[test]
+    fn a_delivery_serialises_as_its_json_line() {
+        let record = DeliveryRecord {
+            id: 3,
+            event_id: 9,
+            sink: "crm".into(),
+            status: "pending".into(),
+            attempts: 2,
+            next_attempt_at: Some(at("2026-11-27T01:02:03.000045Z")),
+            created_at: at("2026-11-27T01:00:00Z"),
+            updated_at: at("2026-11-27T01:01:00.5Z"),
+            last_error: Some("HTTP 500".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            r#"{"id":3,"event_id":9,"sink":"crm","status":"pending","attempts":2,"next_attempt_at":"2026-11-27T01:02:03.000045Z","created_at":"2026-11-27T01:00:00.000000Z","updated_at":"2026-11-27T01:01:00.500000Z","last_error":"HTTP 500"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_pending_delivery_has_a_next_attempt() {
+        for backend in BACKENDS {
+            let db = TestDb::new(backend).await;
+            let store = &db.store;
+            insert_events(store, 3).await;
+            let all = EventSelection::default();
+            store.queue_replay(&all, &["s"], |_, _| true).await.unwrap();
+            let retry_at = at("2030-01-02T03:04:05.000006Z");
+            let mut outbox = store.open_outbox().await.unwrap();
+            let outcomes = [
+                (1, DeliveryOutcome::Delivered),
+                (
+                    2,
+                    DeliveryOutcome::Retry {
+                        at: retry_at.0,
+                        error: "timed out".into(),
+                    },
+                ),
+                (
+                    3,
+                    DeliveryOutcome::Dead {
+                        error: "refused".into(),
+                    },
+                ),
+            ];
+            outbox.record_outcomes(&outcomes).await.unwrap();
+            let filter = DeliveryFilter {
+                limit: 10,
+                ..DeliveryFilter::default()
+            };
+            let listed: Vec<(String, Option<Timestamp>)> = store
+                .list_deliveries(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.status, d.next_attempt_at))
+                .collect();
+            let expected = [
+                ("dead", None),
+                ("pending", Some(retry_at)),
+                ("delivered", None),
+            ]
+            .map(|(status, next)| (status.to_owned(), next));
+            assert_eq!(listed, expected, "{backend:?}");
+            drop(outbox);
+            db.finish().await;
+        }
     }
 
     #[tokio::test]

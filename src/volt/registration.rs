@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use super::{VoltClient, VoltError};
+use crate::backoff::Backoff;
 use crate::config::{RegisterMode, Settings};
 use crate::store::{Role, RoleLock, Store, StoreError};
 use crate::webhook::Webhook;
@@ -104,19 +105,7 @@ impl RegistrationError {
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub attempts: u32,
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl RetryPolicy {
-    /// The wait after failed attempt `attempt` (1-based): doubling from `initial`, capped at
-    /// `max`, then jittered into its upper half so many instances do not retry in step.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(20);
-        let ceiling = self.initial.saturating_mul(1 << exponent).min(self.max);
-        let half = ceiling / 2;
-        half + ceiling.mul_f64(rand::random::<f64>() * 0.5)
-    }
+    pub backoff: Backoff,
 }
 
 /// Call `registerWebhook` until it succeeds, fails permanently, or the attempts run out.
@@ -132,7 +121,7 @@ pub async fn register_with_retry(
         match client.register_webhook(url).await {
             Ok(webhook) => return Ok(webhook),
             Err(e) if e.is_transient() && attempt < policy.attempts => {
-                let delay = policy.delay(attempt);
+                let delay = policy.backoff.delay(attempt);
                 tracing::warn!(
                     attempt,
                     max_attempts = policy.attempts,
@@ -243,8 +232,10 @@ pub async fn register_and_record(
     let client = VoltClient::new(api.url.clone(), token, api.timeout);
     let policy = RetryPolicy {
         attempts: api.register_attempts,
-        initial: api.retry_initial,
-        max: api.retry_max,
+        backoff: Backoff {
+            initial: api.retry_initial,
+            max: api.retry_max,
+        },
     };
     let url = settings.server.public_url.as_str();
     let webhook = register_with_retry(&client, url, policy, on_retry)
@@ -274,21 +265,6 @@ pub async fn register_and_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delay_doubles_and_is_capped() {
-        let policy = RetryPolicy {
-            attempts: 10,
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        for attempt in 1..=12 {
-            let ceiling = Duration::from_millis(100 * (1 << (attempt - 1).min(10)))
-                .min(Duration::from_secs(1));
-            let d = policy.delay(attempt);
-            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?}");
-        }
-    }
 
     #[test]
     fn the_status_reads_back_every_state() {
