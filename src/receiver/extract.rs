@@ -18,7 +18,17 @@ const NESTED: [&str; 3] = ["payload", "data", "message"];
 /// field reads saved instructions in callgrind but nothing in events/s or in CPU time per
 /// event (bench/RESULTS.md, 2026-11-27), and was much harder to follow.
 pub fn extract(body: &[u8]) -> (EventFields, bool) {
-    match serde_json::from_slice::<Value>(without_bom(body)) {
+    let body = without_bom(body);
+    let parsed = serde_json::from_slice::<Value>(body).or_else(|error| {
+        // One invalid UTF-8 sequence in any string makes serde_json refuse the whole body;
+        // read it with such bytes replaced (the stored body keeps them), so that the message
+        // id, and with it deduplication, is still found.
+        match std::str::from_utf8(body) {
+            Ok(_) => Err(error),
+            Err(_) => serde_json::from_str(&String::from_utf8_lossy(body)),
+        }
+    });
+    match parsed {
         Ok(Value::Object(top)) => (fields_of(&top), true),
         Ok(_) => (EventFields::default(), true),
         Err(_) => (EventFields::default(), false),
@@ -265,13 +275,21 @@ mod tests {
             "[".repeat(200),
             "]".repeat(200)
         );
-        for body in [
-            &b"{\"id\":\"m\",\"x\":\"\xff\"}"[..],
-            br#"{"id":"m","x":"\ud800"}"#,
-            deep.as_bytes(),
-        ] {
+        for body in [br#"{"id":"m","x":"\ud800"}"#, deep.as_bytes()] {
             assert_eq!(extract(body), (EventFields::default(), false));
         }
+    }
+
+    #[test]
+    fn invalid_utf8_in_one_string_does_not_hide_the_others() {
+        let (fields, json) = extract(
+            b"{\"payload\":{\"event_type\":\"message.received\",\"id\":\"m1\",\
+              \"text\":\"caf\xe9 \xff\"}}",
+        );
+        assert!(json);
+        assert_eq!(fields.message_id.as_deref(), Some("m1"));
+        assert_eq!(fields.event_type.as_deref(), Some("message.received"));
+        assert_eq!(fields.text.as_deref(), Some("caf\u{fffd} \u{fffd}"));
     }
 
     #[test]
