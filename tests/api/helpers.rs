@@ -4,16 +4,18 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use actix_web::rt::task::JoinHandle;
 use actix_web::web::Bytes;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
-use voltd::config::Backend;
-use voltd::config::Settings;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::TestWriter;
+use voltd::config::{Backend, LogFormat, Settings};
 use voltd::event::StoredEvent;
+use voltd::ops::telemetry;
 use voltd::startup::Application;
 use voltd::store::{EventFilter, Store};
 
@@ -342,6 +344,26 @@ pub async fn send(
     })
 }
 
+/// In-process apps share one subscriber per test binary. With `TEST_LOG` set it writes to
+/// the output of the test that logged (shown when that test fails, or always with
+/// `--nocapture`; `RUST_LOG` picks what), and otherwise it discards everything.
+fn init_test_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let subscriber = if std::env::var_os("TEST_LOG").is_some() {
+            telemetry::get_subscriber(
+                telemetry::filter("info"),
+                LogFormat::Text,
+                TestWriter::new(),
+                false,
+            )
+        } else {
+            telemetry::get_subscriber(EnvFilter::new("off"), LogFormat::Text, std::io::sink, false)
+        };
+        telemetry::init_subscriber(subscriber);
+    });
+}
+
 /// The daemon built in-process on port 0, running until stopped or dropped.
 pub struct TestApp {
     pub address: SocketAddr,
@@ -356,6 +378,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(config: TestConfig) -> Self {
+        init_test_logging();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
         let address = listener.local_addr().unwrap();
         let text = config.write(address.port());
