@@ -519,7 +519,7 @@ mod tests {
     use sqlx::Executor;
 
     use super::*;
-    use crate::store::test_db::{BACKENDS, TestDb};
+    use crate::store::test_db::{TestDb, test_each_backend};
 
     const INSERT_EVENT: &str = "INSERT INTO events (received_at, body) VALUES ($1, $2)";
 
@@ -587,25 +587,24 @@ mod tests {
         ids.iter().map(|id| (*id, "s".to_owned())).collect()
     }
 
-    #[tokio::test]
-    async fn a_new_sink_gets_only_events_stored_after_it_starts() {
-        for backend in BACKENDS {
-            let db = TestDb::new(backend).await;
-            let store = &db.store;
-            insert_events(store, 3).await;
-            store.start_forward_cursors(&["s"]).await.unwrap();
-            insert_events(store, 2).await;
-            let mut outbox = store.open_outbox().await.unwrap();
-            let queued = queue_until(&mut outbox, store, |q| q.len() >= 2).await;
-            assert_eq!(queued, once_each(&[4, 5]), "{backend:?}");
-            assert_eq!(queue(&mut outbox).await, 0);
-            drop(outbox);
-            db.finish().await;
-        }
+    test_each_backend!(a_new_sink_gets_only_events_stored_after_it_starts);
+    async fn a_new_sink_gets_only_events_stored_after_it_starts(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        insert_events(store, 3).await;
+        store.start_forward_cursors(&["s"]).await.unwrap();
+        insert_events(store, 2).await;
+        let mut outbox = store.open_outbox().await.unwrap();
+        let queued = queue_until(&mut outbox, store, |q| q.len() >= 2).await;
+        assert_eq!(queued, once_each(&[4, 5]));
+        assert_eq!(queue(&mut outbox).await, 0);
+        drop(outbox);
+        db.finish().await;
     }
 
     #[tokio::test]
     async fn following_passes_no_event_that_commits_late() {
+        crate::skip_unless_available!(Backend::Postgres);
         let db = TestDb::new(Backend::Postgres).await;
         let store = &db.store;
         let start = store.follow_start().await.unwrap();
@@ -632,6 +631,7 @@ mod tests {
     /// would already be past it when it becomes visible; the (xid, id) cursor is not.
     #[tokio::test]
     async fn an_event_that_commits_after_a_larger_id_is_still_queued() {
+        crate::skip_unless_available!(Backend::Postgres);
         let db = TestDb::new(Backend::Postgres).await;
         let store = &db.store;
         store.start_forward_cursors(&["s"]).await.unwrap();
@@ -669,45 +669,43 @@ mod tests {
         db.finish().await;
     }
 
+    test_each_backend!(two_outboxes_at_once_queue_each_event_once);
     /// An instance that lost the forwarding role without noticing yet may still queue while
     /// its successor does: each event is queued once all the same.
-    #[tokio::test]
-    async fn two_outboxes_at_once_queue_each_event_once() {
-        for backend in BACKENDS {
-            let db = TestDb::new(backend).await;
-            let store = &db.store;
-            store.start_forward_cursors(&["s"]).await.unwrap();
-            let (first, second) = (
-                store.open_outbox().await.unwrap(),
-                store.open_outbox().await.unwrap(),
-            );
-            let ids: Vec<i64> = (1..=300).collect();
-            let writing = async {
-                for _ in 0..30 {
-                    insert_events(store, 10).await;
-                    tokio::task::yield_now().await;
+    async fn two_outboxes_at_once_queue_each_event_once(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        store.start_forward_cursors(&["s"]).await.unwrap();
+        let (first, second) = (
+            store.open_outbox().await.unwrap(),
+            store.open_outbox().await.unwrap(),
+        );
+        let ids: Vec<i64> = (1..=300).collect();
+        let writing = async {
+            for _ in 0..30 {
+                insert_events(store, 10).await;
+                tokio::task::yield_now().await;
+            }
+        };
+        let drain = |mut outbox: Outbox| async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut total = 0;
+            while Instant::now() < deadline {
+                total += outbox
+                    .queue_new_events(&["s"], 7, |_, _| true)
+                    .await
+                    .unwrap();
+                if queued(store).await.len() >= 300 {
+                    break;
                 }
-            };
-            let drain = |mut outbox: Outbox| async move {
-                let deadline = Instant::now() + Duration::from_secs(20);
-                let mut total = 0;
-                while Instant::now() < deadline {
-                    total += outbox
-                        .queue_new_events(&["s"], 7, |_, _| true)
-                        .await
-                        .unwrap();
-                    if queued(store).await.len() >= 300 {
-                        break;
-                    }
-                }
-                (outbox, total)
-            };
-            let ((), (first, from_first), (second, from_second)) =
-                tokio::join!(writing, drain(first), drain(second));
-            assert_eq!(from_first + from_second, 300, "{backend:?}");
-            assert_eq!(queued(store).await, once_each(&ids), "{backend:?}");
-            drop((first, second));
-            db.finish().await;
-        }
+            }
+            (outbox, total)
+        };
+        let ((), (first, from_first), (second, from_second)) =
+            tokio::join!(writing, drain(first), drain(second));
+        assert_eq!(from_first + from_second, 300);
+        assert_eq!(queued(store).await, once_each(&ids));
+        drop((first, second));
+        db.finish().await;
     }
 }
