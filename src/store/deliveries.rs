@@ -583,6 +583,29 @@ mod tests {
         }
     }
 
+    /// A new PostgreSQL cursor starts at the oldest transaction running on the server, other
+    /// tests' included, so it also takes events that committed while that one ran. Waiting
+    /// until every transaction older than the stored events has ended makes the start exact.
+    async fn wait_for_older_transactions(store: &Store) {
+        let Pool::Postgres(pool) = &store.pool else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ended: bool = sqlx::query_scalar(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(xid) FROM events)",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if ended {
+                return;
+            }
+            assert!(Instant::now() < deadline, "older transactions never ended");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn once_each(ids: &[i64]) -> Vec<(i64, String)> {
         ids.iter().map(|id| (*id, "s".to_owned())).collect()
     }
@@ -592,6 +615,7 @@ mod tests {
         let db = TestDb::new(backend).await;
         let store = &db.store;
         insert_events(store, 3).await;
+        wait_for_older_transactions(store).await;
         store.start_forward_cursors(&["s"]).await.unwrap();
         insert_events(store, 2).await;
         let mut outbox = store.open_outbox().await.unwrap();
