@@ -10,5 +10,7 @@ pub mod ops;
 pub mod receiver;
 pub mod startup;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod volt;
 pub mod webhook;

@@ -65,6 +65,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_instance_holds_a_role_until_it_lets_go() {
+        crate::skip_unless_available!(Backend::Postgres);
         let db = TestDb::new(Backend::Postgres).await;
         let other = Store::open(&db.url).await.unwrap();
         let held = db.store.try_take_role(Role::Registration).await.unwrap();
@@ -100,6 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lock_whose_session_ended_says_so() {
+        crate::skip_unless_available!(Backend::Postgres);
         let db = TestDb::new(Backend::Postgres).await;
         let mut held = db
             .store

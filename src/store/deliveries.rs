@@ -505,7 +505,7 @@ mod tests {
     use sqlx::Executor;
 
     use super::*;
-    use crate::store::test_db::{BACKENDS, TestDb};
+    use crate::store::test_db::{TestDb, test_each_backend};
 
     const INSERT_EVENT: &str = "INSERT INTO events (received_at, body) VALUES ($1, $2)";
 
@@ -569,6 +569,29 @@ mod tests {
         }
     }
 
+    /// A new PostgreSQL cursor starts at the oldest transaction running on the server, other
+    /// tests' included, so it also takes events that committed while that one ran. Waiting
+    /// until every transaction older than the stored events has ended makes the start exact.
+    async fn wait_for_older_transactions(store: &Store) {
+        let Pool::Postgres(pool) = &store.pool else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ended: bool = sqlx::query_scalar(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) > (SELECT max(xid) FROM events)",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if ended {
+                return;
+            }
+            assert!(Instant::now() < deadline, "older transactions never ended");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn once_each(ids: &[i64]) -> Vec<(i64, String)> {
         ids.iter().map(|id| (*id, "s".to_owned())).collect()
     }
@@ -596,75 +619,73 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn only_a_pending_delivery_has_a_next_attempt() {
-        for backend in BACKENDS {
-            let db = TestDb::new(backend).await;
-            let store = &db.store;
-            insert_events(store, 3).await;
-            let all = EventSelection::default();
-            store.queue_replay(&all, &["s"], |_, _| true).await.unwrap();
-            let retry_at = at("2030-01-02T03:04:05.000006Z");
-            let mut outbox = store.open_outbox().await.unwrap();
-            let outcomes = [
-                (1, DeliveryOutcome::Delivered),
-                (
-                    2,
-                    DeliveryOutcome::Retry {
-                        at: retry_at.0,
-                        error: "timed out".into(),
-                    },
-                ),
-                (
-                    3,
-                    DeliveryOutcome::Dead {
-                        error: "refused".into(),
-                    },
-                ),
-            ];
-            outbox.record_outcomes(&outcomes).await.unwrap();
-            let filter = DeliveryFilter {
-                limit: 10,
-                ..DeliveryFilter::default()
-            };
-            let listed: Vec<(String, Option<Timestamp>)> = store
-                .list_deliveries(&filter)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|d| (d.status, d.next_attempt_at))
-                .collect();
-            let expected = [
-                ("dead", None),
-                ("pending", Some(retry_at)),
-                ("delivered", None),
-            ]
-            .map(|(status, next)| (status.to_owned(), next));
-            assert_eq!(listed, expected, "{backend:?}");
-            drop(outbox);
-            db.finish().await;
-        }
+    test_each_backend!(only_a_pending_delivery_has_a_next_attempt);
+    async fn only_a_pending_delivery_has_a_next_attempt(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        insert_events(store, 3).await;
+        let all = EventSelection::default();
+        store.queue_replay(&all, &["s"], |_, _| true).await.unwrap();
+        let retry_at = at("2030-01-02T03:04:05.000006Z");
+        let mut outbox = store.open_outbox().await.unwrap();
+        let outcomes = [
+            (1, DeliveryOutcome::Delivered),
+            (
+                2,
+                DeliveryOutcome::Retry {
+                    at: retry_at.0,
+                    error: "timed out".into(),
+                },
+            ),
+            (
+                3,
+                DeliveryOutcome::Dead {
+                    error: "refused".into(),
+                },
+            ),
+        ];
+        outbox.record_outcomes(&outcomes).await.unwrap();
+        let filter = DeliveryFilter {
+            limit: 10,
+            ..DeliveryFilter::default()
+        };
+        let listed: Vec<(String, Option<Timestamp>)> = store
+            .list_deliveries(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.status, d.next_attempt_at))
+            .collect();
+        let expected = [
+            ("dead", None),
+            ("pending", Some(retry_at)),
+            ("delivered", None),
+        ]
+        .map(|(status, next)| (status.to_owned(), next));
+        assert_eq!(listed, expected);
+        drop(outbox);
+        db.finish().await;
     }
 
-    #[tokio::test]
-    async fn a_new_sink_gets_only_events_stored_after_it_starts() {
-        for backend in BACKENDS {
-            let db = TestDb::new(backend).await;
-            let store = &db.store;
-            insert_events(store, 3).await;
-            store.start_forward_cursors(&["s"]).await.unwrap();
-            insert_events(store, 2).await;
-            let mut outbox = store.open_outbox().await.unwrap();
-            let queued = queue_until(&mut outbox, store, |q| q.len() >= 2).await;
-            assert_eq!(queued, once_each(&[4, 5]), "{backend:?}");
-            assert_eq!(queue(&mut outbox).await, 0);
-            drop(outbox);
-            db.finish().await;
-        }
+    test_each_backend!(a_new_sink_gets_only_events_stored_after_it_starts);
+    async fn a_new_sink_gets_only_events_stored_after_it_starts(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        insert_events(store, 3).await;
+        wait_for_older_transactions(store).await;
+        store.start_forward_cursors(&["s"]).await.unwrap();
+        insert_events(store, 2).await;
+        let mut outbox = store.open_outbox().await.unwrap();
+        let queued = queue_until(&mut outbox, store, |q| q.len() >= 2).await;
+        assert_eq!(queued, once_each(&[4, 5]));
+        assert_eq!(queue(&mut outbox).await, 0);
+        drop(outbox);
+        db.finish().await;
     }
 
     #[tokio::test]
     async fn following_passes_no_event_that_commits_late() {
+        crate::skip_unless_available!(Backend::Postgres);
         let db = TestDb::new(Backend::Postgres).await;
         let store = &db.store;
         let start = store.follow_start().await.unwrap();
@@ -691,6 +712,7 @@ mod tests {
     /// would already be past it when it becomes visible; the (xid, id) cursor is not.
     #[tokio::test]
     async fn an_event_that_commits_after_a_larger_id_is_still_queued() {
+        crate::skip_unless_available!(Backend::Postgres);
         let db = TestDb::new(Backend::Postgres).await;
         let store = &db.store;
         store.start_forward_cursors(&["s"]).await.unwrap();
@@ -728,45 +750,43 @@ mod tests {
         db.finish().await;
     }
 
+    test_each_backend!(two_outboxes_at_once_queue_each_event_once);
     /// An instance that lost the forwarding role without noticing yet may still queue while
     /// its successor does: each event is queued once all the same.
-    #[tokio::test]
-    async fn two_outboxes_at_once_queue_each_event_once() {
-        for backend in BACKENDS {
-            let db = TestDb::new(backend).await;
-            let store = &db.store;
-            store.start_forward_cursors(&["s"]).await.unwrap();
-            let (first, second) = (
-                store.open_outbox().await.unwrap(),
-                store.open_outbox().await.unwrap(),
-            );
-            let ids: Vec<i64> = (1..=300).collect();
-            let writing = async {
-                for _ in 0..30 {
-                    insert_events(store, 10).await;
-                    tokio::task::yield_now().await;
+    async fn two_outboxes_at_once_queue_each_event_once(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        store.start_forward_cursors(&["s"]).await.unwrap();
+        let (first, second) = (
+            store.open_outbox().await.unwrap(),
+            store.open_outbox().await.unwrap(),
+        );
+        let ids: Vec<i64> = (1..=300).collect();
+        let writing = async {
+            for _ in 0..30 {
+                insert_events(store, 10).await;
+                tokio::task::yield_now().await;
+            }
+        };
+        let drain = |mut outbox: Outbox| async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut total = 0;
+            while Instant::now() < deadline {
+                total += outbox
+                    .queue_new_events(&["s"], 7, |_, _| true)
+                    .await
+                    .unwrap();
+                if queued(store).await.len() >= 300 {
+                    break;
                 }
-            };
-            let drain = |mut outbox: Outbox| async move {
-                let deadline = Instant::now() + Duration::from_secs(20);
-                let mut total = 0;
-                while Instant::now() < deadline {
-                    total += outbox
-                        .queue_new_events(&["s"], 7, |_, _| true)
-                        .await
-                        .unwrap();
-                    if queued(store).await.len() >= 300 {
-                        break;
-                    }
-                }
-                (outbox, total)
-            };
-            let ((), (first, from_first), (second, from_second)) =
-                tokio::join!(writing, drain(first), drain(second));
-            assert_eq!(from_first + from_second, 300, "{backend:?}");
-            assert_eq!(queued(store).await, once_each(&ids), "{backend:?}");
-            drop((first, second));
-            db.finish().await;
-        }
+            }
+            (outbox, total)
+        };
+        let ((), (first, from_first), (second, from_second)) =
+            tokio::join!(writing, drain(first), drain(second));
+        assert_eq!(from_first + from_second, 300);
+        assert_eq!(queued(store).await, once_each(&ids));
+        drop((first, second));
+        db.finish().await;
     }
 }

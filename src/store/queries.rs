@@ -181,49 +181,47 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_db::{BACKENDS, TestDb};
+    use crate::config::Backend;
+    use crate::store::test_db::{TestDb, test_each_backend};
 
-    #[tokio::test]
-    async fn only_old_finished_deliveries_are_pruned() {
-        for backend in BACKENDS {
-            let db = TestDb::new(backend).await;
-            let store = &db.store;
-            let old = Timestamp(Utc::now() - chrono::Duration::days(40));
-            let new = Timestamp::now();
-            for (status, updated) in [
-                ("delivered", old),
-                ("dead", old),
-                ("pending", old),
-                ("delivered", new),
-            ] {
-                on_pool!(store, pool => sqlx::query(
-                    "INSERT INTO deliveries (event_id, sink, status, next_attempt_at, \
-                     created_at, updated_at) VALUES (1, 's', $1, $2, $2, $2)",
-                )
-                .bind(status)
-                .bind(updated)
-                .execute(pool)
-                .await
-                .map(drop))
-                .unwrap();
-            }
-            let cutoff = Utc::now() - chrono::Duration::days(30);
-            assert_eq!(
-                store
-                    .delete_finished_deliveries_before(cutoff, 1_000)
-                    .await
-                    .unwrap(),
-                2,
-                "{backend:?}"
-            );
-            let left: Vec<String> = on_pool!(store, pool => sqlx::query_scalar(
-                "SELECT status FROM deliveries ORDER BY id"
+    test_each_backend!(only_old_finished_deliveries_are_pruned);
+    async fn only_old_finished_deliveries_are_pruned(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        let old = Timestamp(Utc::now() - chrono::Duration::days(40));
+        let new = Timestamp::now();
+        for (status, updated) in [
+            ("delivered", old),
+            ("dead", old),
+            ("pending", old),
+            ("delivered", new),
+        ] {
+            on_pool!(store, pool => sqlx::query(
+                "INSERT INTO deliveries (event_id, sink, status, next_attempt_at, \
+                 created_at, updated_at) VALUES (1, 's', $1, $2, $2, $2)",
             )
-            .fetch_all(pool)
-            .await)
+            .bind(status)
+            .bind(updated)
+            .execute(pool)
+            .await
+            .map(drop))
             .unwrap();
-            assert_eq!(left, ["pending", "delivered"], "{backend:?}");
-            db.finish().await;
         }
+        let cutoff = Utc::now() - chrono::Duration::days(30);
+        assert_eq!(
+            store
+                .delete_finished_deliveries_before(cutoff, 1_000)
+                .await
+                .unwrap(),
+            2
+        );
+        let left: Vec<String> = on_pool!(store, pool => sqlx::query_scalar(
+            "SELECT status FROM deliveries ORDER BY id"
+        )
+        .fetch_all(pool)
+        .await)
+        .unwrap();
+        assert_eq!(left, ["pending", "delivered"]);
+        db.finish().await;
     }
 }

@@ -71,7 +71,7 @@ mod tests {
     use super::*;
     use crate::config::Backend;
     use crate::event::{EventFields, NewEvent};
-    use crate::store::test_db::{BACKENDS, TestDb};
+    use crate::store::test_db::{TestDb, test_each_backend};
 
     fn event_aged(days: i64) -> NewEvent {
         NewEvent {
@@ -84,14 +84,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn sweep_deletes_only_events_past_retention() {
-        for backend in BACKENDS {
-            sweep_deletes_only_events_past_retention_on(backend).await;
-        }
-    }
-
-    async fn sweep_deletes_only_events_past_retention_on(backend: Backend) {
+    test_each_backend!(sweep_deletes_only_events_past_retention);
+    async fn sweep_deletes_only_events_past_retention(backend: Backend) {
         let db = TestDb::new(backend).await;
         let store = &db.store;
         let (writer, task) = store
@@ -118,14 +112,8 @@ mod tests {
         db.finish().await;
     }
 
-    #[tokio::test]
-    async fn large_backlogs_are_deleted_in_batches() {
-        for backend in BACKENDS {
-            large_backlogs_are_deleted_in_batches_on(backend).await;
-        }
-    }
-
-    async fn large_backlogs_are_deleted_in_batches_on(backend: Backend) {
+    test_each_backend!(large_backlogs_are_deleted_in_batches);
+    async fn large_backlogs_are_deleted_in_batches(backend: Backend) {
         let db = TestDb::new(backend).await;
         let store = &db.store;
         let (writer, task) = store

@@ -1,28 +1,21 @@
-//! Stores for unit tests on each backend: an SQLite file in a temporary directory, or a
-//! schema of its own in the PostgreSQL database `VOLTD_TEST_POSTGRES_URL` names (default: the
-//! local server's `test` database), dropped by [`TestDb::finish`].
-
-use sqlx::{Connection, PgConnection};
+//! Stores for the unit tests on each backend: an SQLite file in a temporary directory, or a
+//! schema of its own in the PostgreSQL test database ([`crate::testing::postgres`]).
 
 use super::Store;
 use crate::config::Backend;
-
-pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
-
-pub fn postgres_url() -> String {
-    std::env::var("VOLTD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+use crate::testing::postgres::Schema;
 
 pub struct TestDb {
     pub store: Store,
     pub url: String,
-    schema: Option<String>,
+    /// Dropped after the store, with the test's tables in it.
+    _schema: Option<Schema>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
-    /// A migrated, empty store. PostgreSQL must be reachable: a missing server fails the test.
+    /// A migrated, empty store. A test on PostgreSQL calls [`crate::skip_unless_available`]
+    /// first.
     pub async fn new(backend: Backend) -> Self {
         let (url, schema, dir) = match backend {
             Backend::Sqlite => {
@@ -31,21 +24,8 @@ impl TestDb {
                 (url, None, Some(dir))
             }
             Backend::Postgres => {
-                let schema = format!("voltd_unit_{:016x}", rand::random::<u64>());
-                let mut admin = PgConnection::connect(&postgres_url())
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "PostgreSQL at {} is needed by this test: {e}",
-                            postgres_url()
-                        )
-                    });
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                    .execute(&mut admin)
-                    .await
-                    .unwrap();
-                let url = format!("{}?options=-csearch_path%3D{schema}", postgres_url());
-                (url, Some(schema), None)
+                let schema = Schema::create();
+                (schema.url(), Some(schema), None)
             }
         };
         let store = Store::open(&url).await.unwrap();
@@ -53,50 +33,38 @@ impl TestDb {
         Self {
             store,
             url,
-            schema,
+            _schema: schema,
             _dir: dir,
         }
     }
 
-    /// Close the store and drop the schema; a failure to drop it fails the test.
-    pub async fn finish(mut self) {
+    /// Close the store, then drop the schema; a failure to drop it fails the test.
+    pub async fn finish(self) {
         self.store.close().await;
-        if let Some(schema) = self.schema.take() {
-            drop_schema(schema).unwrap();
-        }
     }
 }
 
-/// A test that failed before [`TestDb::finish`] still leaves no schema behind.
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(schema) = self.schema.take()
-            && let Err(e) = drop_schema(schema)
-        {
-            eprintln!("could not drop a test schema: {e}");
+/// `test_each_backend!(name)` makes the tests `name::sqlite` and `name::postgres` of the
+/// test body `async fn name(backend: Backend)`, so that a failing test's name says which
+/// backend failed. Rejected: one test looping over the backends, whose every assertion would
+/// have to name the backend itself.
+macro_rules! test_each_backend {
+    ($name:ident) => {
+        mod $name {
+            use crate::config::Backend;
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                crate::skip_unless_available!(Backend::Postgres);
+                super::$name(Backend::Postgres).await;
+            }
         }
-    }
+    };
 }
 
-/// On a thread and runtime of its own, so it works from `Drop` and from a test's runtime.
-fn drop_schema(schema: String) -> std::io::Result<()> {
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async {
-            let mut admin = PgConnection::connect(&postgres_url())
-                .await
-                .map_err(std::io::Error::other)?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE"
-            )))
-            .execute(&mut admin)
-            .await
-            .map(drop)
-            .map_err(std::io::Error::other)
-        })
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("the thread dropping the schema panicked"))?
-}
+pub(crate) use test_each_backend;

@@ -266,7 +266,7 @@ mod tests {
     use crate::config::Backend;
     use crate::event::EventFields;
     use crate::store::backend::Pool;
-    use crate::store::test_db::{BACKENDS, TestDb};
+    use crate::store::test_db::{TestDb, test_each_backend};
 
     fn event(message_id: Option<&str>, body: &str) -> NewEvent {
         NewEvent {
@@ -314,86 +314,82 @@ mod tests {
         assert_eq!(new_ids.len(), count, "an id was handed out twice");
     }
 
-    #[tokio::test]
-    async fn one_batch_answers_repeats_with_the_id_of_the_first() {
-        for backend in BACKENDS {
-            let db = TestDb::new(backend).await;
-            let mut conn = connection(&db).await;
-            let before = insert_all(&mut conn, &[event(Some("old"), "a")]).await;
-            assert!(matches!(before[..], [StoreOutcome::Stored(_)]));
+    test_each_backend!(one_batch_answers_repeats_with_the_id_of_the_first);
+    async fn one_batch_answers_repeats_with_the_id_of_the_first(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let mut conn = connection(&db).await;
+        let before = insert_all(&mut conn, &[event(Some("old"), "a")]).await;
+        assert!(matches!(before[..], [StoreOutcome::Stored(_)]));
 
-            let batch = [
-                event(None, "Yes"),
-                event(Some("m1"), "x"),
-                event(Some("old"), "a"),
-                event(None, "Yes"),
-                event(Some("m1"), "x"),
-                event(Some("m2"), "y"),
-            ];
-            let outcomes = insert_all(&mut conn, &batch).await;
-            use StoreOutcome::{Duplicate, Stored};
-            let kinds: Vec<bool> = outcomes.iter().map(|o| matches!(o, Stored(_))).collect();
-            assert_eq!(kinds, [true, true, false, true, false, true], "{backend:?}");
-            assert_eq!(outcomes[2], Duplicate(before[0].id()), "{backend:?}");
-            assert_eq!(outcomes[4], Duplicate(outcomes[1].id()), "{backend:?}");
-            assert_ids_name_their_rows(&db, &batch, &outcomes).await;
-            assert_eq!(db.store.count_events().await.unwrap(), 5, "{backend:?}");
-            conn.close().await.unwrap();
-            db.finish().await;
-        }
+        let batch = [
+            event(None, "Yes"),
+            event(Some("m1"), "x"),
+            event(Some("old"), "a"),
+            event(None, "Yes"),
+            event(Some("m1"), "x"),
+            event(Some("m2"), "y"),
+        ];
+        let outcomes = insert_all(&mut conn, &batch).await;
+        use StoreOutcome::{Duplicate, Stored};
+        let kinds: Vec<bool> = outcomes.iter().map(|o| matches!(o, Stored(_))).collect();
+        assert_eq!(kinds, [true, true, false, true, false, true]);
+        assert_eq!(outcomes[2], Duplicate(before[0].id()));
+        assert_eq!(outcomes[4], Duplicate(outcomes[1].id()));
+        assert_ids_name_their_rows(&db, &batch, &outcomes).await;
+        assert_eq!(db.store.count_events().await.unwrap(), 5);
+        conn.close().await.unwrap();
+        db.finish().await;
     }
 
-    #[tokio::test]
-    async fn a_batch_larger_than_one_statement_is_stored_whole() {
-        for backend in BACKENDS {
-            let db = TestDb::new(backend).await;
-            let mut conn = connection(&db).await;
-            let count = sqlite::MAX_ROWS_PER_STATEMENT * 2 + 3;
-            let events: Vec<NewEvent> = (0..count)
-                .map(|i| {
-                    event(
-                        (i % 2 == 0).then(|| format!("m{i}")).as_deref(),
-                        &i.to_string(),
-                    )
-                })
-                .collect();
-            let outcomes = insert_all(&mut conn, &events).await;
-            assert!(
-                outcomes
-                    .iter()
-                    .all(|o| matches!(o, StoreOutcome::Stored(_))),
-                "{backend:?}"
-            );
-            assert_ids_name_their_rows(&db, &events, &outcomes).await;
-            if backend == Backend::Sqlite {
-                // Ids come from last_insert_rowid, so they must follow the rows exactly.
-                let expected: Vec<StoreOutcome> =
-                    (1..=count as i64).map(StoreOutcome::Stored).collect();
-                assert_eq!(outcomes, expected);
-            }
-
-            // Again, with one event of the second statement's share stored already.
-            let again: Vec<NewEvent> = (0..count)
-                .map(|i| event(Some(&format!("n{i}")), &format!("n{i}")))
-                .collect();
-            let stored_before = insert_all(&mut conn, &again[600..601]).await;
-            let outcomes = insert_all(&mut conn, &again).await;
-            assert_eq!(
-                outcomes[600],
-                StoreOutcome::Duplicate(stored_before[0].id())
-            );
-            let new = outcomes
+    test_each_backend!(a_batch_larger_than_one_statement_is_stored_whole);
+    async fn a_batch_larger_than_one_statement_is_stored_whole(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let mut conn = connection(&db).await;
+        let count = sqlite::MAX_ROWS_PER_STATEMENT * 2 + 3;
+        let events: Vec<NewEvent> = (0..count)
+            .map(|i| {
+                event(
+                    (i % 2 == 0).then(|| format!("m{i}")).as_deref(),
+                    &i.to_string(),
+                )
+            })
+            .collect();
+        let outcomes = insert_all(&mut conn, &events).await;
+        assert!(
+            outcomes
                 .iter()
-                .filter(|o| matches!(o, StoreOutcome::Stored(_)));
-            assert_eq!(new.count(), count - 1, "{backend:?}");
-            assert_ids_name_their_rows(&db, &again, &outcomes).await;
-            conn.close().await.unwrap();
-            db.finish().await;
+                .all(|o| matches!(o, StoreOutcome::Stored(_)))
+        );
+        assert_ids_name_their_rows(&db, &events, &outcomes).await;
+        if backend == Backend::Sqlite {
+            // Ids come from last_insert_rowid, so they must follow the rows exactly.
+            let expected: Vec<StoreOutcome> =
+                (1..=count as i64).map(StoreOutcome::Stored).collect();
+            assert_eq!(outcomes, expected);
         }
+
+        // Again, with one event of the second statement's share stored already.
+        let again: Vec<NewEvent> = (0..count)
+            .map(|i| event(Some(&format!("n{i}")), &format!("n{i}")))
+            .collect();
+        let stored_before = insert_all(&mut conn, &again[600..601]).await;
+        let outcomes = insert_all(&mut conn, &again).await;
+        assert_eq!(
+            outcomes[600],
+            StoreOutcome::Duplicate(stored_before[0].id())
+        );
+        let new = outcomes
+            .iter()
+            .filter(|o| matches!(o, StoreOutcome::Stored(_)));
+        assert_eq!(new.count(), count - 1);
+        assert_ids_name_their_rows(&db, &again, &outcomes).await;
+        conn.close().await.unwrap();
+        db.finish().await;
     }
 
     #[tokio::test]
     async fn two_writers_on_one_postgres_database_store_each_message_once() {
+        crate::skip_unless_available!(Backend::Postgres);
         let db = TestDb::new(Backend::Postgres).await;
         let (mut first, mut second) = (connection(&db).await, connection(&db).await);
         let shared: Vec<NewEvent> = (0..200)

@@ -288,13 +288,11 @@ fn put_ssh_mpint(out: &mut Vec<u8>, magnitude: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
-
-    use rsa::PrivateKey;
     use rsa::pkcs1::EncodeRsaPublicKey as _;
     use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
 
     use super::*;
+    use crate::testing::signing_key;
 
     // Made with `ssh-keygen -t rsa -b 2048`, converted with `ssh-keygen -e -m PKCS8` and
     // `-m PEM`, and the body signed with `openssl dgst -sha256 -sign`: an outside reference
@@ -330,20 +328,12 @@ MCowBQYDK2VwAyEAK/AytGAzBCLt/BNzwcz37QwGSXJLeaiLbySgCWac8NY=
 -----END PUBLIC KEY-----
 ";
 
-    /// Key generation is slow in debug builds, so every test shares one 1024-bit key.
-    fn test_private_key() -> &'static PrivateKey {
-        static KEY: OnceLock<PrivateKey> = OnceLock::new();
-        KEY.get_or_init(|| {
-            PrivateKey::new(&mut rand::rng(), 1024).expect("1024-bit key generation")
-        })
-    }
-
     fn test_public_key() -> VoltPublicKey {
-        VoltPublicKey(test_private_key().to_public_key())
+        VoltPublicKey(signing_key().to_public_key())
     }
 
     fn sign(body: &[u8]) -> Vec<u8> {
-        test_private_key()
+        signing_key()
             .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(body))
             .expect("signing")
     }

@@ -29,6 +29,7 @@ async fn get(app: &TestApp, path: &str) -> (u16, String) {
 
 #[actix_web::test]
 async fn health_readiness_and_metrics_are_served() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(with_admin(TestConfig::new())).await;
 
     assert_eq!(get(&app, "/healthz").await.0, 200);
@@ -60,6 +61,7 @@ async fn health_readiness_and_metrics_are_served() {
 
 #[actix_web::test]
 async fn not_ready_while_registration_is_pending() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let volt = FakeVolt::builder(TOKEN)
         .unavailable_first(1_000)
         .start()

@@ -25,6 +25,7 @@ const KILL_AFTER: usize = 300;
 
 #[actix_web::test]
 async fn a_crash_under_load_loses_no_acknowledged_event() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let mut daemon = Daemon::spawn(TestConfig::new().log_level("warn"));
     let mut acknowledged: Vec<(String, i64)> = Vec::new();
     for round in 0..ROUNDS {
@@ -137,6 +138,7 @@ async fn integrity_check(database_url: &str) -> String {
 
 #[actix_web::test]
 async fn concurrent_repeats_of_one_event_store_one_row() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let body = event_body("message.received", "repeated-m-1", "Yes");
 
@@ -166,6 +168,7 @@ async fn concurrent_repeats_of_one_event_store_one_row() {
 
 #[actix_web::test]
 async fn a_full_queue_answers_503_and_never_loses_an_acknowledged_event() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let config = TestConfig::new().queue_capacity(1).max_batch(1);
     let app = TestApp::spawn(config).await;
 

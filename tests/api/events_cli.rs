@@ -12,6 +12,7 @@ const FIXTURES: [&str; 3] = [
 
 #[actix_web::test]
 async fn every_fixture_is_stored_and_listed_with_the_documented_keys() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let mut ids = Vec::new();
     for name in FIXTURES {
@@ -68,6 +69,7 @@ async fn every_fixture_is_stored_and_listed_with_the_documented_keys() {
 
 #[actix_web::test]
 async fn list_filters_by_type_time_and_count() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let (_, first) = app
         .post_event(event_body("message.received", "m-1", "one"))
@@ -118,6 +120,7 @@ async fn list_filters_by_type_time_and_count() {
 
 #[actix_web::test]
 async fn show_prints_one_event_and_explains_a_missing_id() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let (_, id) = app
         .post_event(fixture("message-received.json"))
@@ -146,6 +149,7 @@ async fn show_prints_one_event_and_explains_a_missing_id() {
 
 #[actix_web::test]
 async fn control_characters_from_an_event_are_shown_escaped() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let hostile = "m\u{1b}[2J\nforged row\r\u{7}";
     app.post_event(event_body("message.received", hostile, "hi"))
@@ -189,6 +193,7 @@ async fn voltd_into_closed_pipe(app: &TestApp, args: &[&str]) -> (i32, String) {
 
 #[actix_web::test]
 async fn a_reader_that_goes_away_ends_a_command_quietly() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     app.post_event(fixture("message-received.json"))
         .await
@@ -212,6 +217,7 @@ async fn a_reader_that_goes_away_ends_a_command_quietly() {
 
 #[actix_web::test]
 async fn replay_explains_what_it_needs() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
 
     let bare = app.voltd(&["events", "replay"]).await;

@@ -140,6 +140,7 @@ fn write_script(dir: &Path, name: &str, body: &str) -> String {
 
 #[actix_web::test]
 async fn an_endpoint_that_is_down_gets_the_event_once_it_is_up() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let port = dead_port();
     let url = format!("http://bot:hunter2@127.0.0.1:{port}/hook?token=qwerty");
     let extra = "headers = { Authorization = \"Bearer sk-live-123\" }\n";
@@ -185,6 +186,7 @@ async fn an_endpoint_that_is_down_gets_the_event_once_it_is_up() {
 
 #[actix_web::test]
 async fn deliveries_carry_a_standard_webhooks_signature() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let key = b"0123456789abcdef0123456789abcdef";
     let secret = format!("whsec_{}", STANDARD.encode(key));
     let downstream = Downstream::start();
@@ -218,6 +220,7 @@ async fn deliveries_carry_a_standard_webhooks_signature() {
 
 #[actix_web::test]
 async fn a_failing_command_is_retried_then_declared_dead() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let config = TestConfig::new();
     let program = write_script(
         config.dir.path(),
@@ -275,6 +278,7 @@ async fn a_failing_command_is_retried_then_declared_dead() {
 
 #[actix_web::test]
 async fn commands_get_the_event_and_run_at_most_max_concurrency_at_once() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let config = TestConfig::new();
     let dir = config.dir.path().to_owned();
     std::fs::create_dir(dir.join("running")).unwrap();
@@ -325,6 +329,7 @@ rm "$dir/running/$VOLT_EVENT_ID"
 
 #[actix_web::test]
 async fn pending_deliveries_resume_after_a_restart() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let port = dead_port();
     let url = format!("http://127.0.0.1:{port}/after-restart");
     let config = TestConfig::new()
@@ -366,6 +371,7 @@ async fn pending_deliveries_resume_after_a_restart() {
 
 #[actix_web::test]
 async fn filters_pick_events_and_replay_sends_again() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let downstream = Downstream::start();
     let config = TestConfig::new()
         .extra_toml(
@@ -460,6 +466,7 @@ async fn filters_pick_events_and_replay_sends_again() {
 
 #[actix_web::test]
 async fn a_test_event_is_stored_and_forwarded() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let downstream = Downstream::start();
     let config =
         TestConfig::new().extra_toml("[[forward]]", &http_sink("try", &downstream.url("/t"), ""));
@@ -492,6 +499,7 @@ async fn a_test_event_is_stored_and_forwarded() {
 
 #[actix_web::test]
 async fn a_command_that_runs_too_long_is_killed() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let config = TestConfig::new();
     let dir = config.dir.path().to_owned();
     let program = write_script(
@@ -527,6 +535,7 @@ async fn a_command_that_runs_too_long_is_killed() {
 
 #[actix_web::test]
 async fn tail_prints_new_events_until_interrupted() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     app.post_event(event_body("message.received", "before-tail", "old"))
         .await

@@ -4,18 +4,21 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use actix_web::rt::task::JoinHandle;
 use actix_web::web::Bytes;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
-use voltd::config::Backend;
-use voltd::config::Settings;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::TestWriter;
+use voltd::config::{Backend, LogFormat, Settings};
 use voltd::event::StoredEvent;
+use voltd::ops::telemetry;
 use voltd::startup::Application;
 use voltd::store::{EventFilter, Store};
+use voltd::testing::postgres::Schema;
 
 use crate::fake_volt::FakeVolt;
 
@@ -46,77 +49,13 @@ where
     }
 }
 
-/// The PostgreSQL database the tests use: `VOLTD_TEST_POSTGRES_URL`, or the local server's
-/// `test` database.
-pub fn postgres_url() -> String {
-    std::env::var("VOLTD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A schema of its own in the test database for one test, dropped with it. An unreachable
-/// server fails the test: a storage suite that skipped its database would prove nothing.
-pub struct PgSchema {
-    pub name: String,
-}
-
-impl PgSchema {
-    pub fn create() -> Self {
-        let name = format!("voltd_test_{:016x}", rand::random::<u64>());
-        run_sql(format!("CREATE SCHEMA {name}"));
-        Self { name }
-    }
-
-    /// A `storage.url` whose tables live in this schema, and whose connections carry the
-    /// schema's name as their application name (so a test can find them on the server).
-    pub fn url(&self) -> String {
-        format!(
-            "{}?options=-csearch_path%3D{name}&application_name={name}",
-            postgres_url(),
-            name = self.name
-        )
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        run_sql(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
-    }
-}
-
-/// Run one administrative statement on its own thread and runtime, so it works from `Drop`
-/// and from inside a test's runtime alike.
-fn run_sql(sql: String) {
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async {
-            use sqlx::Connection;
-            let url = postgres_url();
-            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {url} is needed by the storage tests: {e}. Start it, or \
-                     point VOLTD_TEST_POSTGRES_URL at a database this user may create schemas in"
-                )
-            });
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .expect("administrative SQL");
-        });
-    })
-    .join()
-    .expect("administrative SQL thread");
-}
-
 /// A temp directory and the settings written to its `volt.toml`. Defaults: receive only (no
 /// token), fast retries, a Volt URL where nothing listens, and the store of the backend this
 /// test binary covers ([`crate::BACKEND`]).
 pub struct TestConfig {
     pub dir: TempDir,
     /// The PostgreSQL schema holding this test's tables, when the backend is PostgreSQL.
-    pub schema: Option<Arc<PgSchema>>,
+    pub schema: Option<Arc<Schema>>,
     volt_url: String,
     token: Option<String>,
     register: &'static str,
@@ -135,7 +74,7 @@ impl TestConfig {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("create a temp dir"),
-            schema: (crate::BACKEND == Backend::Postgres).then(|| Arc::new(PgSchema::create())),
+            schema: (crate::BACKEND == Backend::Postgres).then(|| Arc::new(Schema::create())),
             volt_url: format!("http://127.0.0.1:{}/graphql", dead_port()),
             token: None,
             register: "auto",
@@ -342,6 +281,26 @@ pub async fn send(
     })
 }
 
+/// In-process apps share one subscriber per test binary. With `TEST_LOG` set it writes to
+/// the output of the test that logged (shown when that test fails, or always with
+/// `--nocapture`; `RUST_LOG` picks what), and otherwise it discards everything.
+fn init_test_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let subscriber = if std::env::var_os("TEST_LOG").is_some() {
+            telemetry::get_subscriber(
+                telemetry::filter("info"),
+                LogFormat::Text,
+                TestWriter::new(),
+                false,
+            )
+        } else {
+            telemetry::get_subscriber(EnvFilter::new("off"), LogFormat::Text, std::io::sink, false)
+        };
+        telemetry::init_subscriber(subscriber);
+    });
+}
+
 /// The daemon built in-process on port 0, running until stopped or dropped.
 pub struct TestApp {
     pub address: SocketAddr,
@@ -356,6 +315,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(config: TestConfig) -> Self {
+        init_test_logging();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
         let address = listener.local_addr().unwrap();
         let text = config.write(address.port());

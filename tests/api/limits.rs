@@ -8,6 +8,7 @@ use crate::helpers::{TestApp, TestConfig, WEBHOOK_PATH, stored_events};
 
 #[actix_web::test]
 async fn addresses_outside_allow_ips_are_refused_and_not_stored() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let config = TestConfig::new().extra_toml("server", r#"allow_ips = ["203.0.113.0/24"]"#);
     let app = TestApp::spawn(config).await;
 
@@ -19,6 +20,7 @@ async fn addresses_outside_allow_ips_are_refused_and_not_stored() {
 
 #[actix_web::test]
 async fn forwarded_for_counts_only_from_trusted_proxies() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let config = TestConfig::new().extra_toml(
         "server",
         "allow_ips = [\"203.0.113.0/24\"]\ntrusted_proxies = [\"127.0.0.1\"]",
@@ -49,6 +51,7 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
 
 #[actix_web::test]
 async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let config = TestConfig::new().extra_toml("server", "request_timeout_secs = 1");
     let app = TestApp::spawn(config).await;
     let address = app.address;

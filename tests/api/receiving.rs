@@ -6,6 +6,7 @@ use crate::helpers::{TestApp, TestConfig, WEBHOOK_PATH, event_body, fixture, sto
 
 #[actix_web::test]
 async fn bodies_that_are_not_json_are_stored_byte_exact() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let bodies: [&[u8]; 3] = [b"", b"Yes", b"\xff\xfe not utf-8 {"];
 
@@ -37,6 +38,7 @@ async fn bodies_that_are_not_json_are_stored_byte_exact() {
 
 #[actix_web::test]
 async fn a_body_over_the_limit_is_refused_and_not_stored() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new().max_body_bytes(1024)).await;
 
     let too_large = app.post_event(vec![b'x'; 1025]).await;
@@ -51,6 +53,7 @@ async fn a_body_over_the_limit_is_refused_and_not_stored() {
 
 #[actix_web::test]
 async fn other_paths_are_404_and_other_methods_405() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let body = fixture("message-received.json");
 
@@ -71,6 +74,7 @@ async fn other_paths_are_404_and_other_methods_405() {
 
 #[actix_web::test]
 async fn a_repeat_delivery_is_a_duplicate_of_the_first() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let body = fixture("message-sent.json");
 
@@ -93,6 +97,7 @@ async fn a_repeat_delivery_is_a_duplicate_of_the_first() {
 
 #[actix_web::test]
 async fn identical_bodies_without_a_message_id_are_two_events() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let reply = r#"{"payload":{"event_type":"message.received","from_number":"+15555550145","text":"Yes"}}"#;
 
@@ -108,6 +113,7 @@ async fn identical_bodies_without_a_message_id_are_two_events() {
 
 #[actix_web::test]
 async fn stored_fields_come_from_the_body() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
 
     let (_, id) = app

@@ -9,6 +9,7 @@ const TOKEN: &str = "volt-test-token-7d2c";
 
 #[actix_web::test]
 async fn registration_succeeds_because_the_url_is_served_first() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let volt = FakeVolt::builder(TOKEN).start().await;
     let app = TestApp::spawn(TestConfig::new().volt(&volt).token(TOKEN)).await;
 
@@ -37,6 +38,7 @@ async fn registration_succeeds_because_the_url_is_served_first() {
 
 #[actix_web::test]
 async fn transient_volt_errors_are_retried_until_registration_succeeds() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let volt = FakeVolt::builder(TOKEN).unavailable_first(2).start().await;
     let config = TestConfig::new()
         .volt(&volt)
@@ -58,6 +60,7 @@ async fn transient_volt_errors_are_retried_until_registration_succeeds() {
 
 #[actix_web::test]
 async fn an_unreachable_volt_api_is_retried_then_start_up_fails() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let config = TestConfig::new()
         .volt_url(format!("http://127.0.0.1:{}/graphql", dead_port()))
         .token(TOKEN)
@@ -73,6 +76,7 @@ async fn an_unreachable_volt_api_is_retried_then_start_up_fails() {
 
 #[actix_web::test]
 async fn a_graphql_error_is_not_retried() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let volt = FakeVolt::builder(TOKEN)
         .graphql_error("url must use https")
         .start()
@@ -94,6 +98,7 @@ async fn a_graphql_error_is_not_retried() {
 
 #[actix_web::test]
 async fn a_rejected_token_stops_the_daemon_with_exit_78() {
+    voltd::skip_unless_available!(crate::BACKEND);
     for rejection in [TokenRejection::Http401, TokenRejection::GraphQlError] {
         let volt = FakeVolt::builder(TOKEN)
             .rejecting_tokens_with(rejection)
@@ -115,6 +120,7 @@ async fn a_rejected_token_stops_the_daemon_with_exit_78() {
 
 #[actix_web::test]
 async fn an_unreachable_webhook_url_is_retried_and_explained() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let volt = FakeVolt::builder(TOKEN).start().await;
     let config = TestConfig::new()
         .volt(&volt)
@@ -139,6 +145,7 @@ async fn an_unreachable_webhook_url_is_retried_and_explained() {
 
 #[actix_web::test]
 async fn the_register_command_registers_a_served_url() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let volt = FakeVolt::builder(TOKEN).start().await;
     let app = TestApp::spawn(TestConfig::new().volt(&volt).token(TOKEN).register("never")).await;
 

@@ -11,6 +11,7 @@ use crate::helpers::{PATIENCE, TestConfig, WEBHOOK_PATH, fixture, json_lines, vo
 
 #[actix_web::test]
 async fn sigterm_lets_an_in_flight_request_finish() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let mut daemon = Daemon::spawn(TestConfig::new());
     daemon.wait_until_listening().await;
     let body = fixture("message-received.json");

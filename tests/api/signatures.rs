@@ -1,23 +1,17 @@
-//! Volt signature checking end to end: a key pair made in the test, the public half given to
-//! voltd as a PEM file, events signed with the private half.
-
-use std::sync::OnceLock;
+//! Volt signature checking end to end: the public half of the test key given to voltd as a
+//! PEM file, events signed with the private half.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use rsa::Pkcs1v15Sign;
 use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
-use rsa::{Pkcs1v15Sign, PrivateKey};
 use sha2::{Digest, Sha256};
+use voltd::testing::signing_key;
 
 use crate::helpers::{TestApp, TestConfig, fixture, json_lines, stored_events};
 
-fn private_key() -> &'static PrivateKey {
-    static KEY: OnceLock<PrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| PrivateKey::new(&mut rand::rng(), 1024).expect("generate a key"))
-}
-
 fn signature_of(body: &[u8]) -> String {
-    let signature = private_key()
+    let signature = signing_key()
         .sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(body))
         .expect("sign");
     STANDARD.encode(signature)
@@ -26,7 +20,7 @@ fn signature_of(body: &[u8]) -> String {
 /// A config whose `[verify]` holds the test key, in `mode` (None: the default).
 fn verifying(mode: Option<&str>) -> TestConfig {
     let config = TestConfig::new();
-    let pem = private_key()
+    let pem = signing_key()
         .to_public_key()
         .to_public_key_pem(LineEnding::LF)
         .unwrap();

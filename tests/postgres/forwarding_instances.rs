@@ -73,6 +73,7 @@ async fn wait_until_all_delivered(store: &Store, count: usize) {
 
 #[actix_web::test]
 async fn one_instance_forwards_and_another_takes_over_when_it_dies() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let downstream = Downstream::start();
     let sink_url = downstream.url("/in");
     let first_config = instance(&sink_url, None);
@@ -108,7 +109,7 @@ async fn one_instance_forwards_and_another_takes_over_when_it_dies() {
 /// connection would; returns how many sessions were ended.
 async fn end_forwarding_session(schema: &str) -> i64 {
     use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(&crate::helpers::postgres_url())
+    let mut admin = sqlx::PgConnection::connect(&voltd::testing::postgres::url())
         .await
         .unwrap();
     sqlx::query_scalar(
@@ -124,6 +125,7 @@ async fn end_forwarding_session(schema: &str) -> i64 {
 
 #[actix_web::test]
 async fn forwarding_resumes_after_its_database_session_ends() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let downstream = Downstream::start();
     let config = instance(&downstream.url("/in"), None);
     let schema = config.schema.clone().expect("a PostgreSQL schema");
@@ -133,7 +135,7 @@ async fn forwarding_resumes_after_its_database_session_ends() {
     let mut ids = post_events(&[daemon.webhook_url()], "before", 3).await;
     downstream.wait_for(ids.len()).await;
 
-    assert_eq!(end_forwarding_session(&schema.name).await, 1);
+    assert_eq!(end_forwarding_session(schema.name()).await, 1);
     daemon.wait_for_log("Lost the forwarding role").await;
     ids.extend(post_events(&[daemon.webhook_url()], "after", 3).await);
     downstream.wait_for(ids.len()).await;

@@ -58,6 +58,7 @@ async fn start_instances(volt: &FakeVolt, count: usize) -> Vec<Daemon> {
 
 #[actix_web::test]
 async fn three_instances_store_each_message_once_and_register_once() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let volt = FakeVolt::builder(TOKEN).start().await;
     let mut daemons = start_instances(&volt, 3).await;
     let registrants: Vec<usize> = (0..3)
@@ -174,6 +175,7 @@ async fn three_instances_store_each_message_once_and_register_once() {
 
 #[actix_web::test]
 async fn when_the_registrant_dies_the_next_instance_to_start_registers() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let volt = FakeVolt::builder(TOKEN).start().await;
     let mut daemons = start_instances(&volt, 2).await;
     let registrant = (0..2)

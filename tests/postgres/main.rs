@@ -1,5 +1,7 @@
 //! The storage tests of `tests/api` again, with every daemon on PostgreSQL (each test in a
 //! schema of its own), plus what only a shared store can show: several instances at once.
+//! Each test begins with `skip_unless_available!`: without a server, and not asked to run
+//! (`VOLTD_TEST_POSTGRES_URL`, `CI=true`), they pass at once and one line says so.
 
 // The helpers are shared with `tests/api`; not every one is used by the modules run here.
 #![allow(dead_code)]

@@ -5,12 +5,12 @@
 use sqlx::Connection;
 
 use crate::helpers::{
-    TestApp, TestConfig, dead_port, event_body, poll_until, postgres_url, spawn_tail,
-    stored_events, voltd,
+    TestApp, TestConfig, dead_port, event_body, poll_until, spawn_tail, stored_events, voltd,
 };
 
 #[actix_web::test]
 async fn the_writer_reconnects_after_its_connection_is_cut() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let (status, first_id) = app
         .post_event(event_body("message.received", "before-cut", "one"))
@@ -56,8 +56,15 @@ async fn the_writer_reconnects_after_its_connection_is_cut() {
 /// End every server session of this test's daemon and CLI (they carry the test's schema as
 /// their application name); returns how many there were.
 async fn cut_connections(app: &TestApp) -> i64 {
-    let schema = &app.config.schema.as_ref().expect("a PostgreSQL test").name;
-    let mut admin = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
+    let schema = app
+        .config
+        .schema
+        .as_ref()
+        .expect("a PostgreSQL test")
+        .name();
+    let mut admin = sqlx::PgConnection::connect(&voltd::testing::postgres::url())
+        .await
+        .unwrap();
     let cut = sqlx::query_scalar(
         "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = $1) AS terminated",
@@ -72,6 +79,7 @@ async fn cut_connections(app: &TestApp) -> i64 {
 
 #[actix_web::test]
 async fn events_tail_carries_on_after_its_connection_is_cut() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let app = TestApp::spawn(TestConfig::new()).await;
     let (mut tail, received) = spawn_tail(&app.config);
     let seen = std::cell::RefCell::new(String::new());
@@ -117,6 +125,7 @@ async fn events_tail_carries_on_after_its_connection_is_cut() {
 /// fails the command within the connect timeout instead of hanging it.
 #[actix_web::test]
 async fn a_server_that_never_answers_is_an_error_not_a_hang() {
+    voltd::skip_unless_available!(crate::BACKEND);
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let config = TestConfig::new();
