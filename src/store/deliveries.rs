@@ -701,7 +701,15 @@ mod tests {
         // Event 2 is committed, but event 1 (a smaller id) may still commit: wait for it.
         assert_eq!(store.events_after(start, 100).await.unwrap(), []);
         late.execute("COMMIT").await.unwrap();
-        let seen = store.events_after(start, 100).await.unwrap();
+        // Transactions elsewhere on the server (other tests) may still hold both back a while.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let seen = loop {
+            let seen = store.events_after(start, 100).await.unwrap();
+            if seen.len() >= 2 || Instant::now() >= deadline {
+                break seen;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let ids: Vec<i64> = seen.iter().map(|(_, id)| *id).collect();
         assert_eq!(ids, [1, 2]);
         assert_eq!(store.events_after(seen[1].0, 100).await.unwrap(), []);
