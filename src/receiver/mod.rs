@@ -5,6 +5,7 @@
 
 pub mod access;
 mod extract;
+pub mod signatures;
 pub mod tls;
 
 use std::net::{IpAddr, TcpListener};
@@ -20,9 +21,10 @@ use anyhow::Context;
 use chrono::Utc;
 
 use access::{AccessPolicy, ClientIp};
+use signatures::SignatureCheck;
 use tls::ReloadableCert;
 
-use crate::config::{ServerSettings, VerifyMode, VerifySettings};
+use crate::config::{ServerSettings, VerifyMode};
 use crate::event::{NewEvent, StoreOutcome, Verdict};
 use crate::log_limit::LogLimiter;
 use crate::ops::metrics::{Metrics, Rejection};
@@ -39,7 +41,7 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Receiver {
     writer: EventWriter,
     metrics: Arc<Metrics>,
-    verify: VerifySettings,
+    verify: SignatureCheck,
     max_body_bytes: usize,
     body_timeout: Duration,
     refusals: LogLimiter,
@@ -50,7 +52,7 @@ impl Receiver {
     pub fn new(
         writer: EventWriter,
         metrics: Arc<Metrics>,
-        verify: VerifySettings,
+        verify: SignatureCheck,
         max_body_bytes: usize,
         body_timeout: Duration,
     ) -> Self {
@@ -219,7 +221,7 @@ async fn read_body(
     }
 }
 
-fn check_signature(request: &HttpRequest, body: &[u8], verify: &VerifySettings) -> Verdict {
+fn check_signature(request: &HttpRequest, body: &[u8], verify: &SignatureCheck) -> Verdict {
     match &verify.key {
         Some(key) => {
             let header = request
