@@ -252,7 +252,7 @@ impl SinkEntry {
 
 /// What is wrong with one `[[forward]]` entry.
 #[derive(Debug)]
-pub struct SinkError {
+struct SinkError {
     name: String,
     problem: String,
 }
@@ -509,6 +509,10 @@ mod tests {
             (
                 "name = \" \"\ntype = \"command\"\nprogram = \"/bin/true\"\n",
                 "needs a non-empty name",
+            ),
+            (
+                "type = \"command\"\nprogram = \"/bin/true\"\n",
+                "forward[0].name: is required",
             ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"mailto:a@example.com\"\n",

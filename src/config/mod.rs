@@ -294,12 +294,14 @@ fn explain(
             expected,
             ..
         } => format!("expected {expected}, found {unexpected}"),
-        // The path ends at the table the key is missing from; the config crate's key is whole.
-        // Without a [server] table, what is missing is its one required key.
+        // The path ends at the table the key is missing from, the config crate's key with the
+        // key itself. Without a [server] table, what is missing is its one required key.
         config::ConfigError::NotFound(missing) => {
-            key = match missing.as_str() {
-                "server" => "server.public_url".to_owned(),
-                _ => missing.clone(),
+            let field = missing.rsplit(['.', ']']).next().unwrap_or(missing);
+            key = match (key.as_str(), field) {
+                (".", "server") => "server.public_url".to_owned(),
+                (".", field) => field.to_owned(),
+                (table, field) => format!("{table}.{field}"),
             };
             required(&key)
         }
