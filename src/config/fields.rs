@@ -236,76 +236,116 @@ mod tests {
 
     use super::*;
 
-    /// One value under the key `value`, read from TOML the way the settings are.
-    fn read<T>(toml: &str) -> Result<T, String>
-    where
-        Field<T>: DeserializeOwned,
-    {
-        let config = config::Config::builder()
-            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+    /// `reader` applied to the TOML value `toml`, as the loader would apply it.
+    fn read<T>(
+        toml: &str,
+        reader: impl FnOnce(config::Value) -> Result<T, config::ConfigError>,
+    ) -> Result<T, String> {
+        let text = format!("value = {toml}");
+        let value = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .build()
-            .map_err(|e| e.to_string())?;
-        config
-            .try_deserialize::<Field<T>>()
-            .map(|field| field.value)
-            .map_err(|e| match e {
-                config::ConfigError::At { error, .. } => error.to_string(),
-                other => other.to_string(),
-            })
+            .and_then(|config| config.get::<config::Value>("value"))
+            .expect("test TOML");
+        reader(value).map_err(|e| e.to_string())
     }
 
-    #[derive(Deserialize)]
-    struct Field<T> {
-        #[serde(bound(deserialize = "T: Readable"))]
-        #[serde(deserialize_with = "Readable::read")]
-        value: T,
+    #[test]
+    fn whole_numbers_are_taken_as_written() {
+        assert_eq!(read("7", count::<_, u64>), Ok(7));
+        assert_eq!(read("\"7\"", count::<_, u64>), Ok(7));
+        for (toml, message) in [
+            (
+                "1.5",
+                "1.5 is not a whole number; no setting takes a fraction",
+            ),
+            (
+                "2.0",
+                "2.0 is not a whole number; no setting takes a fraction",
+            ),
+            ("-1", "-1 is negative; use 0 or more"),
+            ("\"seven\"", "\"seven\" is not a whole number"),
+        ] {
+            assert_eq!(read(toml, count::<_, u64>), Err(message.to_owned()));
+        }
+        let error = read("true", count::<_, u64>).unwrap_err();
+        assert!(error.contains("expected a whole number"), "{error}");
     }
 
-    /// Which reader each test type goes through.
-    trait Readable: Sized {
-        fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error>;
+    #[test]
+    fn bounds_are_explained() {
+        assert_eq!(read("3", positive::<_, u32>), Ok(3));
+        assert_eq!(
+            read("0", positive::<_, u32>),
+            Err("must be greater than zero".to_owned())
+        );
+        assert_eq!(
+            read("5000000000", positive::<_, u32>),
+            Err("5000000000 is too large".to_owned())
+        );
+        let one_to_ten = |value| between::<_, u8>(value, 1, 10);
+        assert_eq!(read("10", one_to_ten), Ok(10));
+        assert_eq!(
+            read("11", one_to_ten),
+            Err("must be between 1 and 10".to_owned())
+        );
     }
 
-    impl Readable for u32 {
-        fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            positive(deserializer)
+    #[test]
+    fn durations_are_whole_units() {
+        assert_eq!(
+            read("90", secs::deserialize),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            read("250", millis::deserialize),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            read("0", positive_secs::deserialize),
+            Err("must be greater than zero".to_owned())
+        );
+    }
+
+    #[test]
+    fn socket_addresses_and_urls_say_what_to_write() {
+        assert_eq!(read("\"[::]:8080\"", socket_addr).unwrap().port(), 8080);
+        assert_eq!(
+            read("\"localhost\"", socket_addr),
+            Err(
+                "\"localhost\" is not a socket address; use IP:PORT such as \"127.0.0.1:8080\" \
+                 or \"[::]:8080\""
+                    .to_owned()
+            )
+        );
+        assert!(read("\"https://x.example/a\"", http_url).is_ok());
+        for (toml, why) in [
+            ("\"ftp://x/y\"", "is not an http(s) URL with a host"),
+            (
+                "\"/relative\"",
+                "is not a URL (relative URL without a base)",
+            ),
+        ] {
+            let error = read(toml, http_url).unwrap_err();
+            assert_eq!(
+                error,
+                format!("{toml} {why}; use an absolute http:// or https:// URL")
+            );
         }
     }
 
-    impl Readable for u8 {
-        fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            between(deserializer, 1, 10)
-        }
-    }
-
-    impl Readable for u64 {
-        fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            count(deserializer)
-        }
-    }
-
-    impl Readable for SocketAddr {
-        fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            socket_addr(deserializer)
-        }
-    }
-
-    impl Readable for Url {
-        fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            http_url(deserializer)
-        }
-    }
-
-    impl Readable for Vec<IpNet> {
-        fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            networks(deserializer)
-        }
-    }
-
-    impl Readable for Option<SecretString> {
-        fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            optional_secret(deserializer)
-        }
+    #[test]
+    fn networks_take_cidr_or_addresses_and_skip_empty_items() {
+        let nets = read("[\" 10.0.0.0/8 \", \"::1\", \"\"]", networks).unwrap();
+        assert_eq!(nets.len(), 2);
+        assert_eq!(nets[1].to_string(), "::1/128");
+        assert_eq!(
+            read("[\"nope\"]", networks),
+            Err(
+                "\"nope\" is not an IP network; use CIDR such as \"203.0.113.0/24\" or an address"
+                    .to_owned()
+            )
+        );
     }
 
     #[derive(Debug, PartialEq, Deserialize)]
@@ -315,103 +355,19 @@ mod tests {
         Green,
     }
 
-    impl Readable for Colour {
-        fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            any_case(deserializer)
-        }
-    }
-
-    #[test]
-    fn whole_numbers_are_taken_as_written() {
-        assert_eq!(read::<u64>("value = 7"), Ok(7));
-        assert_eq!(read::<u64>("value = \"7\""), Ok(7));
-        for (toml, message) in [
-            (
-                "value = 1.5",
-                "1.5 is not a whole number; no setting takes a fraction",
-            ),
-            ("value = 2.0", "2.0 is not a whole number"),
-            ("value = -1", "-1 is negative; use 0 or more"),
-            ("value = \"seven\"", "\"seven\" is not a whole number"),
-        ] {
-            let error = read::<u64>(toml).unwrap_err();
-            assert!(error.contains(message), "{toml}: {error}");
-        }
-    }
-
-    #[test]
-    fn bounds_are_explained() {
-        assert_eq!(read::<u32>("value = 3"), Ok(3));
-        assert_eq!(
-            read::<u32>("value = 0").unwrap_err(),
-            "must be greater than zero"
-        );
-        assert_eq!(
-            read::<u32>("value = 5000000000").unwrap_err(),
-            "5000000000 is too large"
-        );
-        assert_eq!(read::<u8>("value = 10"), Ok(10));
-        assert_eq!(
-            read::<u8>("value = 11").unwrap_err(),
-            "must be between 1 and 10"
-        );
-    }
-
-    #[test]
-    fn socket_addresses_and_urls_say_what_to_write() {
-        assert_eq!(
-            read::<SocketAddr>("value = \"[::]:8080\"").unwrap().port(),
-            8080
-        );
-        assert_eq!(
-            read::<SocketAddr>("value = \"localhost\"").unwrap_err(),
-            "\"localhost\" is not a socket address; use IP:PORT such as \"127.0.0.1:8080\" or \
-             \"[::]:8080\""
-        );
-        assert!(read::<Url>("value = \"https://x.example/a\"").is_ok());
-        for (toml, why) in [
-            ("value = \"ftp://x/y\"", "is not an http(s) URL with a host"),
-            (
-                "value = \"/relative\"",
-                "is not a URL (relative URL without a base)",
-            ),
-        ] {
-            let error = read::<Url>(toml).unwrap_err();
-            assert!(
-                error.contains(why) && error.ends_with("use an absolute http:// or https:// URL"),
-                "{error}"
-            );
-        }
-    }
-
-    #[test]
-    fn networks_take_cidr_or_addresses_and_skip_empty_items() {
-        let nets = read::<Vec<IpNet>>("value = [\" 10.0.0.0/8 \", \"::1\", \"\"]").unwrap();
-        assert_eq!(nets.len(), 2);
-        assert_eq!(nets[1].to_string(), "::1/128");
-        assert_eq!(
-            read::<Vec<IpNet>>("value = [\"nope\"]").unwrap_err(),
-            "\"nope\" is not an IP network; use CIDR such as \"203.0.113.0/24\" or an address"
-        );
-    }
-
     #[test]
     fn choices_are_read_in_any_case_and_listed_when_wrong() {
-        assert_eq!(read::<Colour>("value = \" GREEN\""), Ok(Colour::Green));
-        let error = read::<Colour>("value = \"blue\"").unwrap_err();
-        assert_eq!(error, "unknown variant `blue`, expected `red` or `green`");
+        assert_eq!(read("\" GREEN\"", any_case), Ok(Colour::Green));
+        assert_eq!(
+            read("\"blue\"", any_case::<_, Colour>),
+            Err("unknown variant `blue`, expected `red` or `green`".to_owned())
+        );
     }
 
     #[test]
     fn an_empty_secret_is_none() {
-        assert!(
-            read::<Option<SecretString>>("value = \"  \"")
-                .unwrap()
-                .is_none()
-        );
-        let token = read::<Option<SecretString>>("value = \" tok \"")
-            .unwrap()
-            .unwrap();
+        assert!(read("\"  \"", optional_secret).unwrap().is_none());
+        let token = read("\" tok \"", optional_secret).unwrap().unwrap();
         assert_eq!(secrecy::ExposeSecret::expose_secret(&token), "tok");
     }
 }
