@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use anyhow::Context;
+use secrecy::SecretString;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +15,7 @@ use crate::config::Settings;
 use crate::ops::admin::{self, AdminState};
 use crate::ops::metrics::Metrics;
 use crate::ops::{systemd, watchdog};
+use crate::receiver::signatures::SignatureCheck;
 use crate::receiver::tls::{self, ReloadableCert};
 use crate::receiver::{self, Receiver};
 use crate::store::{Store, WriterTask, retention};
@@ -22,6 +24,7 @@ use crate::volt::registration::{self, Progress, RegistrationStatus};
 /// A daemon whose store is open and whose listeners are bound and serving.
 pub struct Application {
     settings: Settings,
+    token: Option<SecretString>,
     server: Server,
     admin_server: Option<(Server, SocketAddr)>,
     local_addr: SocketAddr,
@@ -32,8 +35,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Open the store, apply migrations and bind `server.listen`.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    /// Read Volt's public key, bind `server.listen`, open the store and apply migrations.
+    /// `token` is the Volt API token, read by the caller (see [`crate::volt::token`]).
+    pub async fn build(settings: Settings, token: Option<SecretString>) -> anyhow::Result<Self> {
+        let signatures = SignatureCheck::load(&settings.verify)?;
         let listen = settings.server.listen;
         let listener = TcpListener::bind(listen).with_context(|| {
             format!(
@@ -41,15 +46,34 @@ impl Application {
                  Change server.listen (or VOLT_SERVER__LISTEN)"
             )
         })?;
-        Self::build_with_listener(settings, listener).await
+        Self::assemble(settings, token, signatures, listener).await
     }
 
     /// As [`Application::build`], on a listener bound by the caller (tests bind port 0 first
     /// so the public URL can name the real port).
     pub async fn build_with_listener(
         settings: Settings,
+        token: Option<SecretString>,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        let signatures = SignatureCheck::load(&settings.verify)?;
+        Self::assemble(settings, token, signatures, listener).await
+    }
+
+    async fn assemble(
+        settings: Settings,
+        token: Option<SecretString>,
+        signatures: SignatureCheck,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        if let Some(key) = &signatures.key {
+            tracing::info!(
+                mode = ?signatures.mode,
+                bits = key.bits(),
+                fingerprint = key.fingerprint(),
+                "Checking Volt signatures"
+            );
+        }
         let store = Store::open(&settings.storage.url).await?;
         store.migrate().await?;
         crate::forward::prepare(&store, &settings.forward).await?;
@@ -74,18 +98,19 @@ impl Application {
         let receiver = Receiver::new(
             writer,
             metrics,
-            settings.verify.clone(),
+            signatures,
             settings.server.max_body_bytes,
             settings.server.request_timeout,
         );
-        let tls = match &settings.server.tls {
-            Some(files) => Some(ReloadableCert::load(&files.cert, &files.key)?),
+        let tls = match settings.server.tls() {
+            Some(files) => Some(ReloadableCert::load(files.cert, files.key)?),
             None => None,
         };
         let server = receiver::serve(&settings.server, listener, receiver, tls.as_ref())?;
         let admin_server = admin::serve(&settings.admin, admin_state.clone())?;
         Ok(Self {
             settings,
+            token,
             server,
             admin_server,
             local_addr,
@@ -114,6 +139,7 @@ impl Application {
     pub async fn run_until_stopped(self, stop: CancellationToken) -> anyhow::Result<()> {
         let Self {
             settings,
+            token,
             server,
             admin_server,
             local_addr,
@@ -136,14 +162,6 @@ impl Application {
             tracing::info!(listen = %addr, "Serving /healthz, /readyz and /metrics on http://{addr}");
             (server.handle(), actix_web::rt::spawn(server))
         });
-        if let Some(key) = &settings.verify.key {
-            tracing::info!(
-                mode = ?settings.verify.mode,
-                bits = key.bits(),
-                fingerprint = key.fingerprint(),
-                "Checking Volt signatures"
-            );
-        }
         for warning in settings.warnings() {
             tracing::warn!("{warning}");
         }
@@ -179,6 +197,7 @@ impl Application {
         let report = |progress: Progress<'_>| report_registration(&metrics, &settings, progress);
         let registering = registration::register_if_configured(
             &settings,
+            token,
             &store,
             &admin_state.registration,
             report,

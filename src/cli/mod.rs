@@ -14,11 +14,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, Secrets, Settings};
+use crate::config::{ConfigError, Settings};
+use crate::receiver::signatures::{PublicKeyError, SignatureCheck};
 use crate::receiver::tls::{ReloadableCert, TlsError};
-use crate::store::Store;
+use crate::store::{InvalidPostgresUrl, Store};
 use crate::volt::VoltError;
 use crate::volt::registration::RegistrationError;
+use crate::volt::token::{self, TokenError};
 
 /// sysexits.h EX_CONFIG: configuration or credential error; systemd units use it with
 /// `RestartPreventExitStatus=` so a bad config is not restarted in a loop.
@@ -86,23 +88,15 @@ pub fn main() -> ExitCode {
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Run);
-    let secrets = match command {
-        Command::Run | Command::CheckConfig | Command::Register => Secrets::Read,
-        _ => Secrets::Skip,
-    };
-    let settings = Settings::load(cli.config.as_deref(), secrets)?;
+    let settings = Settings::load(cli.config.as_deref())?;
+    Store::check_url(&settings.storage.url)?;
     let system = actix_web::rt::System::new();
     match command {
-        Command::Run => system.block_on(run::daemon(settings)),
-        Command::CheckConfig => {
-            if let Some(files) = &settings.server.tls {
-                ReloadableCert::load(&files.cert, &files.key)?;
-            }
-            for warning in settings.warnings() {
-                eprintln!("warning: {warning}");
-            }
-            print_line(settings)
+        Command::Run => {
+            let token = token::load(&settings.api)?;
+            system.block_on(run::daemon(settings, token))
         }
+        Command::CheckConfig => check_config(&settings),
         Command::Migrate => system.block_on(async {
             let store = open_store(&settings).await?;
             store.close().await;
@@ -111,13 +105,30 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 crate::config::redacted_url(&settings.storage.url)
             ))
         }),
-        Command::Register => system.block_on(run::register_once(settings)),
+        Command::Register => {
+            let token = token::load(&settings.api)?.ok_or(TokenError::NotConfigured)?;
+            system.block_on(run::register_once(settings, token))
+        }
         Command::Events(command) => system.block_on(events::execute(command, settings)),
         Command::Deliveries(command) => system.block_on(deliveries::execute(command, settings)),
         Command::SendTestEvent { event_type } => {
             system.block_on(send_test::execute(event_type, settings))
         }
     }
+}
+
+/// Read everything `run` would read before it starts (the token file, Volt's public key, the
+/// TLS files), then print the warnings and the effective configuration.
+fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    token::load(&settings.api)?;
+    SignatureCheck::load(&settings.verify)?;
+    if let Some(files) = settings.server.tls() {
+        ReloadableCert::load(files.cert, files.key)?;
+    }
+    for warning in settings.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    print_line(settings.check_config_view()?.trim_end())
 }
 
 /// Open the store and bring its schema up to date.
@@ -169,6 +180,9 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 fn exit_code(error: &anyhow::Error) -> u8 {
     let config_or_credential = error.chain().any(|cause| {
         cause.is::<ConfigError>()
+            || cause.is::<TokenError>()
+            || cause.is::<PublicKeyError>()
+            || cause.is::<InvalidPostgresUrl>()
             || cause.is::<TlsError>()
             || cause
                 .downcast_ref::<VoltError>()

@@ -1,16 +1,18 @@
 //! `voltd run` and `voltd register`.
 
 use anyhow::Context;
+use secrecy::SecretString;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::Settings;
 use crate::ops::telemetry;
 use crate::startup::Application;
 use crate::volt::registration::register_and_record;
 
-pub async fn daemon(settings: Settings) -> anyhow::Result<()> {
-    telemetry::init(&settings.log.level, settings.log.format);
+/// Run the daemon with the Volt API `token` (read by the caller before anything starts).
+pub async fn daemon(settings: Settings, token: Option<SecretString>) -> anyhow::Result<()> {
+    telemetry::init(settings.log.level.as_str(), settings.log.format);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %settings.source.display(),
@@ -23,7 +25,7 @@ pub async fn daemon(settings: Settings) -> anyhow::Result<()> {
     let int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
     let stop = CancellationToken::new();
     actix_web::rt::spawn(stop_on_signal(term, int, stop.clone()));
-    let app = Application::build(settings).await?;
+    let app = Application::build(settings, token).await?;
     app.run_until_stopped(stop).await
 }
 
@@ -43,14 +45,8 @@ async fn stop_on_signal(mut term: Signal, mut int: Signal, stop: CancellationTok
 }
 
 /// Call `registerWebhook` for `server.public_url`, print the result, record it.
-pub async fn register_once(settings: Settings) -> anyhow::Result<()> {
-    telemetry::init(&settings.log.level, settings.log.format);
-    let token = settings.api.token.clone().ok_or(ConfigError::Value {
-        key: "api.token",
-        message: "voltd register needs a Volt API token; set api.token_file in volt.toml \
-                  (or VOLT_API__TOKEN)"
-            .into(),
-    })?;
+pub async fn register_once(settings: Settings, token: SecretString) -> anyhow::Result<()> {
+    telemetry::init(settings.log.level.as_str(), settings.log.format);
     let store = super::open_store(&settings).await?;
     let result = register_and_record(&settings, &store, token, |_, _, _| {}).await;
     store.close().await;

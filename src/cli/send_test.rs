@@ -53,7 +53,7 @@ pub async fn execute(event_type: TestEventType, settings: Settings) -> anyhow::R
 /// loopback); `public_url` itself when TLS is on, so the certificate matches the name.
 fn target_url(settings: &Settings) -> String {
     let path = settings.server.webhook_path();
-    if settings.server.tls.is_some() {
+    if settings.server.tls().is_some() {
         return settings.server.public_url.to_string();
     }
     let listen = settings.server.listen;

@@ -1,5 +1,94 @@
 //! `[storage]`: where events are kept.
 
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{fields, show};
+
+/// Bounded so the duplicate lookup of a batch stays within SQLite's bind-parameter limit.
+const MAX_BATCH_LIMIT: u64 = 10_000;
+const SECONDS_PER_DAY: u64 = 86_400;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Kept as text: the store parses it, and [`redacted_url`] must work on a URL too broken
+    /// to parse.
+    #[serde(deserialize_with = "storage_url", serialize_with = "show::storage_url")]
+    pub url: String,
+    #[serde(deserialize_with = "fields::positive")]
+    pub queue_capacity: usize,
+    #[serde(deserialize_with = "max_batch")]
+    pub max_batch: usize,
+    /// Events older than this are deleted; `None` (`retention_days = 0`) keeps everything.
+    #[serde(rename = "retention_days", with = "retention_days")]
+    pub retention: Option<Duration>,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://voltd.db".to_owned(),
+            queue_capacity: 8192,
+            max_batch: 512,
+            retention: None,
+        }
+    }
+}
+
+fn max_batch<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    fields::between(deserializer, 1, MAX_BATCH_LIMIT)
+}
+
+/// A durable SQLite file or a PostgreSQL URL. Only the scheme and the SQLite path are checked
+/// here; the store checks a PostgreSQL URL the way its driver reads it.
+fn storage_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let url = String::deserialize(deserializer)?;
+    match Backend::of_url(&url) {
+        Some(Backend::Sqlite) if is_durable_sqlite_url(&url) => Ok(url),
+        Some(Backend::Postgres) => Ok(url),
+        _ => Err(serde::de::Error::custom(format!(
+            "{:?} is not supported; use \"sqlite://PATH\" with a file path, such as \
+             \"sqlite:///var/lib/voltd/voltd.db\" (an in-memory database would lose every \
+             event), or \"postgres://USER@HOST/DATABASE\" for a store shared by several \
+             instances",
+            redacted_url(&url)
+        ))),
+    }
+}
+
+/// A file path: an in-memory or path-less database would lose every event on exit.
+fn is_durable_sqlite_url(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    !path.is_empty() && !path.contains(":memory:") && !url.contains("mode=memory")
+}
+
+/// `retention_days`: whole days, 0 meaning forever.
+mod retention_days {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    use super::SECONDS_PER_DAY;
+    use crate::config::fields;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let days: u32 = fields::count(deserializer)?;
+        Ok((days > 0).then(|| Duration::from_secs(u64::from(days) * SECONDS_PER_DAY)))
+    }
+
+    pub fn serialize<S: Serializer>(
+        retention: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(retention.map_or(0, |kept| kept.as_secs() / SECONDS_PER_DAY))
+    }
+}
+
 /// Which database a `storage.url` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

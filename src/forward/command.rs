@@ -1,23 +1,22 @@
 //! Command sinks: run a program with the event as JSON on stdin.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
 use super::sink::truncate;
+use crate::config::CommandTarget;
 use crate::event::StoredEvent;
 
 pub(super) async fn run(
-    program: &Path,
-    args: &[String],
+    target: &CommandTarget,
     timeout: Duration,
     event: &StoredEvent,
 ) -> Result<(), String> {
-    let describe = program.display();
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
+    let describe = target.program.display();
+    let mut child = tokio::process::Command::new(&target.program)
+        .args(&target.args)
         .env("VOLT_EVENT_ID", event.id.to_string())
         .env(
             "VOLT_EVENT_TYPE",

@@ -1,23 +1,20 @@
 //! HTTP sinks: POST the raw body, with optional Standard Webhooks signing.
 
-use std::collections::BTreeMap;
-
 use awc::error::{ConnectError, SendRequestError};
 use chrono::Utc;
-use url::Url;
+use secrecy::ExposeSecret as _;
 
 use super::signing::sign;
 use super::sink::{ERROR_KEEP_BYTES, truncate};
-use crate::config::origin;
+use crate::config::{HttpTarget, origin};
 use crate::event::StoredEvent;
 
 pub(super) async fn post(
     client: &awc::Client,
-    url: &Url,
-    headers: &BTreeMap<String, String>,
-    signing_key: Option<&[u8]>,
+    target: &HttpTarget,
     event: &StoredEvent,
 ) -> Result<(), String> {
+    let url = &target.url;
     let mut request = client
         .post(url.as_str())
         .insert_header((
@@ -29,10 +26,10 @@ pub(super) async fn post(
             "X-Voltd-Event-Type",
             event.fields.event_type.as_deref().unwrap_or(""),
         ));
-    for (name, value) in headers {
+    for (name, value) in &target.headers {
         request = request.insert_header((name.as_str(), value.as_str()));
     }
-    if let Some(key) = signing_key {
+    if let Some(key) = &target.signing_key {
         // The id stays the same across retries and replays so receivers can deduplicate.
         let message_id = format!("voltd_evt_{}", event.id);
         let timestamp = Utc::now().timestamp();
@@ -41,7 +38,7 @@ pub(super) async fn post(
             .insert_header(("webhook-timestamp", timestamp.to_string()))
             .insert_header((
                 "webhook-signature",
-                sign(key, &message_id, timestamp, &event.body),
+                sign(key.expose_secret(), &message_id, timestamp, &event.body),
             ));
     }
     let mut response = request

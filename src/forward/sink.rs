@@ -1,7 +1,5 @@
 //! One delivery attempt to one sink.
 
-use secrecy::ExposeSecret;
-
 use super::{command, http};
 use crate::config::{ForwardSettings, Target};
 use crate::event::StoredEvent;
@@ -25,7 +23,7 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(settings: ForwardSettings) -> Self {
-        let http = matches!(settings.target, Target::Http { .. }).then(|| {
+        let http = matches!(settings.target, Target::Http(_)).then(|| {
             awc::Client::builder()
                 .timeout(settings.timeout)
                 .connector(awc::Connector::new().timeout(settings.timeout))
@@ -36,21 +34,11 @@ impl Sink {
 
     pub async fn deliver(&self, event: &StoredEvent) -> Attempt {
         let result = match (&self.settings.target, &self.http) {
-            (
-                Target::Http {
-                    url,
-                    headers,
-                    signing_key,
-                },
-                Some(client),
-            ) => {
-                let key = signing_key.as_ref().map(|k| k.expose_secret());
-                http::post(client, url, headers, key, event).await
+            (Target::Http(target), Some(client)) => http::post(client, target, event).await,
+            (Target::Command(target), _) => {
+                command::run(target, self.settings.timeout, event).await
             }
-            (Target::Command { program, args }, _) => {
-                command::run(program, args, self.settings.timeout, event).await
-            }
-            (Target::Http { .. }, None) => Err("no HTTP client".to_owned()),
+            (Target::Http(_), None) => Err("no HTTP client".to_owned()),
         };
         match result {
             Ok(()) => Attempt::Delivered,

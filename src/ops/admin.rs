@@ -32,12 +32,12 @@ pub fn serve(
     settings: &AdminSettings,
     state: AdminState,
 ) -> anyhow::Result<Option<(Server, SocketAddr)>> {
-    let Some(listen) = settings.listen else {
+    let Some(listen) = settings.address() else {
         return Ok(None);
     };
     let listener = match TcpListener::bind(listen) {
         Ok(listener) => listener,
-        Err(e) if !settings.explicit => {
+        Err(e) if !settings.is_explicit() => {
             tracing::warn!(
                 listen = %listen,
                 error = %e,

@@ -5,6 +5,7 @@
 
 pub mod access;
 mod extract;
+pub mod signatures;
 pub mod tls;
 
 use std::net::TcpListener;
@@ -21,9 +22,10 @@ use chrono::Utc;
 use serde::Serialize;
 
 use access::{AccessPolicy, ClientIp};
+use signatures::SignatureCheck;
 use tls::ReloadableCert;
 
-use crate::config::{ServerSettings, VerifyMode, VerifySettings};
+use crate::config::{ServerSettings, VerifyMode};
 use crate::event::{NewEvent, StoreOutcome, Verdict};
 use crate::log_limit::LogLimiter;
 use crate::ops::metrics::{Metrics, Rejection};
@@ -40,7 +42,7 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Receiver {
     writer: EventWriter,
     metrics: Arc<Metrics>,
-    verify: VerifySettings,
+    verify: SignatureCheck,
     max_body_bytes: usize,
     body_timeout: Duration,
     refusals: LogLimiter,
@@ -51,7 +53,7 @@ impl Receiver {
     pub fn new(
         writer: EventWriter,
         metrics: Arc<Metrics>,
-        verify: VerifySettings,
+        verify: SignatureCheck,
         max_body_bytes: usize,
         body_timeout: Duration,
     ) -> Self {
@@ -233,7 +235,7 @@ async fn read_body(
     }
 }
 
-fn check_signature(request: &HttpRequest, body: &[u8], verify: &VerifySettings) -> Verdict {
+fn check_signature(request: &HttpRequest, body: &[u8], verify: &SignatureCheck) -> Verdict {
     match &verify.key {
         Some(key) => {
             let header = request

@@ -26,6 +26,7 @@ pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
     EventSelection, FollowPosition, Outbox,
 };
+pub use postgres::InvalidPostgresUrl;
 pub use queries::EventFilter;
 pub use writer::{CommitObserver, EventWriter, WriteError, WriterTask};
 
@@ -100,6 +101,15 @@ impl Store {
             _ => Pool::Sqlite(sqlite::open(url, create).await?),
         };
         Ok(Self { pool })
+    }
+
+    /// Check `url` as [`Store::open`] would read it, opening nothing, so that a malformed URL
+    /// is reported as configuration before anything starts.
+    pub fn check_url(url: &str) -> Result<(), InvalidPostgresUrl> {
+        match Backend::of_url(url) {
+            Some(Backend::Postgres) => postgres::check_url(url),
+            _ => Ok(()),
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -44,6 +44,38 @@ pub(super) async fn connect(options: &PgConnectOptions) -> Result<PgConnection, 
     within("accept the connection", options.connect()).await
 }
 
+/// A PostgreSQL URL the driver would not accept whole. A typo in a parameter
+/// (`sslmode=requre`) or a password with an unencoded `#`, `/` or `?` is a configuration
+/// error, not a failure to connect on every restart. Never shows the password.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "storage.url: {url:?} is not a valid PostgreSQL URL ({problem}); the form is \
+     \"postgres://USER@HOST:PORT/DATABASE?PARAMETER=VALUE\". Percent-encode special characters \
+     in the user or password (# as %23, / as %2F, ? as %3F, @ as %40), or leave the password \
+     out and set PGPASSWORD"
+)]
+pub struct InvalidPostgresUrl {
+    /// Redacted.
+    url: String,
+    /// The parser's words: a `String` because the driver's error may quote the URL whole.
+    problem: String,
+}
+
+/// Read `url` as opening it would, without connecting.
+pub(super) fn check_url(url: &str) -> Result<(), InvalidPostgresUrl> {
+    let invalid = |problem: String| InvalidPostgresUrl {
+        url: redacted_url(url),
+        problem,
+    };
+    let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    if parsed.fragment().is_some() {
+        return Err(invalid("it contains '#'".into()));
+    }
+    PgConnectOptions::from_str(url)
+        .map_err(|e| invalid(e.to_string().replace("error with configuration: ", "")))?;
+    Ok(())
+}
+
 pub(super) async fn open(url: &str) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|source| StoreError::Url {
@@ -273,5 +305,35 @@ fn text(value: &str) -> Cow<'_, str> {
         Cow::Owned(value.replace('\0', "\u{FFFD}"))
     } else {
         Cow::Borrowed(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_url_is_explained_without_its_password() {
+        for url in [
+            "postgres://postgres:pa#ss@127.0.0.1:5432/db",
+            "postgres://u:secret@127.0.0.1:99999/db",
+            "postgres://u:secret@127.0.0.1:abc/db",
+            "postgres://u:secret@127.0.0.1/db?sslmode=bogus",
+        ] {
+            let error = check_url(url).unwrap_err().to_string();
+            assert!(
+                error.starts_with("storage.url: \"postgres://"),
+                "{url}: {error}"
+            );
+            assert!(
+                error.contains("not a valid PostgreSQL URL"),
+                "{url}: {error}"
+            );
+            assert!(
+                !error.contains("secret") && !error.contains("pa#ss"),
+                "{error}"
+            );
+        }
+        assert!(check_url("postgres://u@db/voltd?sslmode=require").is_ok());
     }
 }

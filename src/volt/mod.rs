@@ -4,5 +4,6 @@
 mod client;
 pub mod registration;
 pub mod signature;
+pub mod token;
 
 pub use client::{VoltClient, VoltError};

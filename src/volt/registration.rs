@@ -138,17 +138,19 @@ pub async fn register_with_retry(
     }
 }
 
-/// Register `server.public_url` with Volt according to `[api] register`. Of the instances
-/// sharing a PostgreSQL store, only the one holding the registration role registers; the
-/// role is returned, to be held (see [`hold_registration`]) while this instance runs.
+/// Register `server.public_url` with Volt according to `[api] register`, with `token` (see
+/// [`super::token::load`]). Of the instances sharing a PostgreSQL store, only the one holding
+/// the registration role registers; the role is returned, to be held (see
+/// [`hold_registration`]) while this instance runs.
 pub async fn register_if_configured(
     settings: &Settings,
+    token: Option<SecretString>,
     store: &Store,
     status: &RegistrationStatus,
     on_progress: impl Fn(Progress<'_>),
 ) -> Result<Option<RoleLock>, RegistrationError> {
     let api = &settings.api;
-    let Some(token) = api.token.clone().filter(|_| api.should_register()) else {
+    let Some(token) = token.filter(|_| api.should_register()) else {
         status.set(RegistrationState::NotRequired);
         if api.register == RegisterMode::Never {
             tracing::info!("Not registering with Volt: api.register = \"never\"");

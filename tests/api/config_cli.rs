@@ -58,6 +58,51 @@ async fn register_always_without_a_token_refuses_to_start() {
 }
 
 #[actix_web::test]
+async fn unreadable_credential_files_stop_run_before_anything_starts() {
+    for (section, key) in [
+        ("api", "token_file = \"/nonexistent/volt-token\""),
+        ("verify", "public_key_file = \"/nonexistent/volt.pub\""),
+    ] {
+        let config = TestConfig::new().extra_toml(section, key);
+        config.write(dead_port());
+        for command in ["run", "check-config"] {
+            let output = voltd(Some(&config.config_path()), config.dir.path(), &[command]).await;
+
+            assert_eq!(output.code, 78, "{command}: {output:?}");
+            assert!(
+                output.stderr.contains(&format!("{section}."))
+                    && output.stderr.contains("/nonexistent/"),
+                "{command}: {output:?}"
+            );
+        }
+        assert!(
+            !config.dir.path().join("voltd.db").exists(),
+            "nothing was started"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_malformed_postgres_url_is_a_configuration_error_for_every_command() {
+    let config = TestConfig::new();
+    let text = config.write(dead_port()).replace(
+        &format!("url = {:?}", config.database_url()),
+        "url = \"postgres://voltd:pa#ss@127.0.0.1:5432/voltd\"",
+    );
+    std::fs::write(config.config_path(), text).unwrap();
+
+    for command in ["check-config", "run", "migrate"] {
+        let output = voltd(Some(&config.config_path()), config.dir.path(), &[command]).await;
+
+        assert_eq!(output.code, 78, "{command}: {output:?}");
+        assert!(
+            output.stderr.contains("storage.url") && !output.stderr.contains("pa#ss"),
+            "{command}: {output:?}"
+        );
+    }
+}
+
+#[actix_web::test]
 async fn migrate_creates_a_fresh_database() {
     let config = TestConfig::new();
     config.write(dead_port());
@@ -102,6 +147,35 @@ async fn check_config_redacts_the_token() {
         "{output:?}"
     );
     assert!(!format!("{output:?}").contains(SECRET), "{output:?}");
+}
+
+#[actix_web::test]
+async fn check_config_prints_toml_that_reads_back_to_the_same_output() {
+    let sink = "name = \"crm\"\ntype = \"http\"\n\
+                url = \"https://bot:hunter2@crm.example.com/in?key=qwerty\"\n\
+                headers = { Authorization = \"Bearer sk-live-123\" }\n\
+                signing_secret = \"whsec_c2VjcmV0LWtleS1ieXRlcw==\"";
+    let config = TestConfig::new()
+        .token(SECRET)
+        .extra_toml("server", "allow_ips = [\"203.0.113.0/24\", \"::1\"]")
+        .extra_toml("[[forward]]", sink);
+    config.write(dead_port());
+    let path = config.config_path();
+
+    let first = voltd(Some(&path), config.dir.path(), &["check-config"]).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    std::fs::write(&path, &first.stdout).unwrap();
+    let second = voltd(Some(&path), config.dir.path(), &["check-config"]).await;
+
+    assert_eq!(second.code, 0, "{second:?}");
+    assert_eq!(second.stdout, first.stdout);
+    for secret in [SECRET, "hunter2", "qwerty", "sk-live-123", "c2VjcmV0"] {
+        assert!(
+            !first.stdout.contains(secret),
+            "{secret} in {}",
+            first.stdout
+        );
+    }
 }
 
 #[actix_web::test]

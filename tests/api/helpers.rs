@@ -321,7 +321,8 @@ impl TestApp {
         let text = config.write(address.port());
         let settings = Settings::from_toml(&config.config_path(), &text, std::iter::empty())
             .expect("valid test settings");
-        let app = Application::build_with_listener(settings, listener)
+        let token = voltd::volt::token::load(&settings.api).expect("a readable test token");
+        let app = Application::build_with_listener(settings, token, listener)
             .await
             .expect("build the application");
         let store = app.store().clone();
