@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod error_chain;
 pub mod event;
 pub mod forward;
 pub mod log_limit;

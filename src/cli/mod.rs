@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Secrets, Settings};
+use crate::error_chain::ErrorChain;
 use crate::receiver::tls::{ReloadableCert, TlsError};
 use crate::store::Store;
 use crate::volt::VoltError;
@@ -78,7 +79,7 @@ pub fn main() -> ExitCode {
         // The reader has gone (`voltd events list | head`): nothing is left to say to it.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("voltd: error: {}", describe(&e));
+            eprintln!("voltd: error: {}", ErrorChain(e.as_ref()));
             ExitCode::from(exit_code(&e))
         }
     }
@@ -142,21 +143,6 @@ fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The error and its causes, each said once: several layers (sqlx among them) repeat their
-/// cause in their own message.
-fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain().map(ToString::to_string) {
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
-}
-
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
@@ -193,7 +179,7 @@ mod tests {
         let error = anyhow::Error::new(Repeating(std::io::Error::other("no schema selected")))
             .context("cannot apply database migrations");
         assert_eq!(
-            describe(&error),
+            ErrorChain(error.as_ref()).to_string(),
             "cannot apply database migrations: while executing migrations: no schema selected"
         );
     }

@@ -25,6 +25,7 @@ pub use signing::sign;
 pub use sink::{Attempt, Sink};
 
 use crate::config::{ForwardSettings, RetrySettings};
+use crate::error_chain::ErrorChain;
 use crate::log_limit::LogLimiter;
 use crate::ops::metrics::Metrics;
 use crate::store::{DeliveryOutcome, EventHeader, Role, RoleLock, Store, StoreError};
@@ -104,7 +105,7 @@ pub fn run_on_own_thread(
             drop(stopped);
         });
     if let Err(e) = &spawned {
-        tracing::error!(error = %e, "Cannot start the forwarding thread; events are not forwarded");
+        tracing::error!(error = %ErrorChain(e), "Cannot start the forwarding thread; events are not forwarded");
     }
     async move {
         let _ = on_stop.await;
@@ -146,7 +147,7 @@ pub async fn run(
             }
             Err(e) => {
                 if let Some(suppressed) = store_warnings.permit() {
-                    tracing::warn!(error = %e, suppressed, "Cannot take the forwarding role; will retry");
+                    tracing::warn!(error = %ErrorChain(&e), suppressed, "Cannot take the forwarding role; will retry");
                 }
             }
         }
@@ -180,7 +181,7 @@ async fn forward(
         Ok(outbox) => outbox,
         Err(e) => {
             if let Some(suppressed) = store_warnings.permit() {
-                tracing::warn!(error = %e, suppressed, "Cannot open the store for forwarding; will retry");
+                tracing::warn!(error = %ErrorChain(&e), suppressed, "Cannot open the store for forwarding; will retry");
             }
             return;
         }
@@ -191,7 +192,7 @@ async fn forward(
             last_role_check = Instant::now();
             if let Err(e) = role.check().await {
                 tracing::warn!(
-                    error = %e,
+                    error = %ErrorChain(&e),
                     "Lost the forwarding role with its database session; forwarding stops \
                      until this instance can take it again"
                 );
@@ -211,12 +212,12 @@ async fn forward(
                 .await;
             match queued {
                 Err(e) if lost_connection(&e) => {
-                    tracing::warn!(error = %e, "Lost the forwarding database connection; reconnecting");
+                    tracing::warn!(error = %ErrorChain(&e), "Lost the forwarding database connection; reconnecting");
                     break;
                 }
                 Err(e) => {
                     if let Some(suppressed) = store_warnings.permit() {
-                        tracing::warn!(error = %e, suppressed, "Cannot queue new events for forwarding; will retry");
+                        tracing::warn!(error = %ErrorChain(&e), suppressed, "Cannot queue new events for forwarding; will retry");
                     }
                 }
                 Ok(_) => {}
@@ -235,7 +236,7 @@ async fn forward(
                 Ok(due) => due,
                 Err(e) => {
                     if let Some(suppressed) = store_warnings.permit() {
-                        tracing::warn!(error = %e, suppressed, "Cannot read due deliveries; will retry");
+                        tracing::warn!(error = %ErrorChain(&e), suppressed, "Cannot read due deliveries; will retry");
                     }
                     break;
                 }
@@ -302,7 +303,7 @@ async fn forward(
                     && !lost_connection(e)
                     && let Some(suppressed) = store_warnings.permit()
                 {
-                    tracing::warn!(error = %e, suppressed, "Cannot record delivery outcomes; they will be retried");
+                    tracing::warn!(error = %ErrorChain(e), suppressed, "Cannot record delivery outcomes; they will be retried");
                 }
                 // Only now may the due query return them again.
                 for (attempt_of, _) in outcomes {
@@ -312,7 +313,7 @@ async fn forward(
                 if let Err(e) = recorded
                     && lost_connection(&e)
                 {
-                    tracing::warn!(error = %e, "Lost the forwarding database connection; reconnecting");
+                    tracing::warn!(error = %ErrorChain(&e), "Lost the forwarding database connection; reconnecting");
                     break;
                 }
             }
@@ -383,7 +384,7 @@ async fn sample_backlog(store: &Store, metrics: &Metrics) {
             });
             metrics.set_delivery_backlog(backlog.pending, age);
         }
-        Err(e) => tracing::debug!(error = %e, "Cannot sample the delivery backlog"),
+        Err(e) => tracing::debug!(error = %ErrorChain(&e), "Cannot sample the delivery backlog"),
     }
 }
 

@@ -23,6 +23,7 @@ use access::{AccessPolicy, ClientIp};
 use tls::ReloadableCert;
 
 use crate::config::{ServerSettings, VerifyMode, VerifySettings};
+use crate::error_chain::ErrorChain;
 use crate::event::{NewEvent, StoreOutcome, Verdict};
 use crate::log_limit::LogLimiter;
 use crate::ops::metrics::{Metrics, Rejection};
@@ -277,7 +278,7 @@ async fn receive(
             "write queue full; answering 503",
         ),
         _ => {
-            tracing::error!(error = %e, "Event not stored; answering 503");
+            tracing::error!(error = %ErrorChain(&e), "Event not stored; answering 503");
             receiver.metrics.rejected(Rejection::store);
             ReceiveError::Unavailable
         }

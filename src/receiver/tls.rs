@@ -14,6 +14,8 @@ use rustls::sign::CertifiedKey;
 use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
+use crate::error_chain::ErrorChain;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct TlsError {
@@ -84,7 +86,7 @@ pub async fn reload_on_hangup(
             () = stop.cancelled() => return,
             _ = hangup.recv() => match cert.as_deref().map(ReloadableCert::reload) {
                 Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
-                Some(Err(e)) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
+                Some(Err(e)) => tracing::error!(error = %ErrorChain(&e), "TLS certificate not reloaded; keeping the current one"),
                 None => tracing::info!("SIGHUP received; nothing to reload without TLS"),
             },
         }
