@@ -18,14 +18,14 @@ use crate::event::{NewEvent, StoreOutcome};
 use crate::log_limit::LogLimiter;
 
 /// Why an event was not stored; every variant means "answer 503, nothing was committed".
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("the write queue is full")]
     QueueFull,
     #[error("the store is shutting down")]
     Closed,
-    #[error("the commit failed: {0}")]
-    Failed(String),
+    #[error("the commit failed")]
+    Failed(#[source] sqlx::Error),
 }
 
 struct Job {
@@ -184,7 +184,7 @@ async fn commit(
                                 "Event could not be stored; it was answered 503"
                             );
                         }
-                        WriteError::Failed(e.to_string())
+                        WriteError::Failed(e)
                     });
                 let _ = job.reply.send(result);
             }
