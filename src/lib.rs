@@ -8,6 +8,7 @@ pub mod forward;
 pub mod log_limit;
 pub mod ops;
 pub mod receiver;
+pub mod request_failure;
 pub mod startup;
 pub mod store;
 pub mod volt;

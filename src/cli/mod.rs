@@ -216,7 +216,14 @@ mod tests {
     }
 
     #[test]
-    fn configuration_errors_exit_78() {
+    fn credential_and_configuration_errors_exit_78() {
+        let refused = RegistrationError::Refused(VoltError::Unauthorized {
+            answer: crate::volt::VoltAnswer {
+                status: actix_web::http::StatusCode::UNAUTHORIZED,
+                said: crate::volt::VoltSaid::Body(String::new()),
+            },
+        });
+        assert_eq!(exit_code(&refused.into()), EXIT_CONFIG);
         let no_certificate = TlsError::NoCertificate {
             path: "cert.pem".into(),
         };

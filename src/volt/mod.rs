@@ -5,4 +5,4 @@ mod client;
 pub mod registration;
 pub mod signature;
 
-pub use client::{VoltClient, VoltError};
+pub use client::{VoltAnswer, VoltClient, VoltError, VoltSaid};
