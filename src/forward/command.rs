@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use super::sink::truncate;
+use super::sink::{DeliveryError, truncate};
 use crate::event::StoredEvent;
 
 pub(super) async fn run(
@@ -14,8 +14,7 @@ pub(super) async fn run(
     args: &[String],
     timeout: Duration,
     event: &StoredEvent,
-) -> Result<(), String> {
-    let describe = program.display();
+) -> Result<(), DeliveryError> {
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("VOLT_EVENT_ID", event.id.to_string())
@@ -31,7 +30,10 @@ pub(super) async fn run(
         // A timed-out command is killed when its future is dropped.
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {describe}: {e}"))?;
+        .map_err(|source| DeliveryError::Start {
+            program: program.to_owned(),
+            source,
+        })?;
     let mut stdin = child.stdin.take();
     let mut json = event.to_detailed_json().to_string();
     json.push('\n');
@@ -45,15 +47,21 @@ pub(super) async fn run(
     let run = async { tokio::join!(feed, child.wait_with_output()).1 };
     let output = tokio::time::timeout(timeout, run)
         .await
-        .map_err(|_| format!("{describe} killed after {} s", timeout.as_secs()))?
-        .map_err(|e| format!("{describe}: {e}"))?;
+        .map_err(|_| DeliveryError::Killed {
+            program: program.to_owned(),
+            timeout,
+        })?
+        .map_err(|source| DeliveryError::Wait {
+            program: program.to_owned(),
+            source,
+        })?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{describe} {}: {}",
-            output.status,
-            truncate(String::from_utf8_lossy(&output.stderr).trim())
-        ))
+        Err(DeliveryError::Exited {
+            program: program.to_owned(),
+            status: output.status,
+            stderr: truncate(String::from_utf8_lossy(&output.stderr).trim()),
+        })
     }
 }

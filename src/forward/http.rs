@@ -2,12 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use awc::error::{ConnectError, SendRequestError};
 use chrono::Utc;
 use url::Url;
 
 use super::signing::sign;
-use super::sink::{ERROR_KEEP_BYTES, truncate};
+use super::sink::{DeliveryError, ERROR_KEEP_BYTES, truncate};
 use crate::config::origin;
 use crate::event::StoredEvent;
 
@@ -17,7 +16,7 @@ pub(super) async fn post(
     headers: &BTreeMap<String, String>,
     signing_key: Option<&[u8]>,
     event: &StoredEvent,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let mut request = client
         .post(url.as_str())
         .insert_header((
@@ -44,39 +43,25 @@ pub(super) async fn post(
                 sign(key, &message_id, timestamp, &event.body),
             ));
     }
-    let mut response = request
-        .send_body(event.body.clone())
-        .await
-        .map_err(|e| format!("POST to {} failed: {}", origin(url), describe(&e)))?;
+    // awc's own error is not kept: its text may include the whole URL (see RequestFailure).
+    let mut response =
+        request
+            .send_body(event.body.clone())
+            .await
+            .map_err(|e| DeliveryError::Request {
+                origin: origin(url),
+                source: e.into(),
+            })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let body = response.body().limit(ERROR_KEEP_BYTES * 16).await;
-    let detail = body
-        .map(|b| truncate(&String::from_utf8_lossy(&b)))
-        .unwrap_or_default();
-    Err(format!(
-        "POST to {} answered HTTP {}: {detail}",
-        origin(url),
-        status.as_u16()
-    ))
-}
-
-/// The failure in words of our own: awc's text for some errors includes the whole URL, and
-/// this message is logged and stored where a URL's credentials must not appear.
-fn describe(error: &SendRequestError) -> String {
-    match error {
-        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
-            "no answer in time".to_owned()
-        }
-        SendRequestError::Connect(ConnectError::Io(e)) => format!("cannot connect: {e}"),
-        SendRequestError::Connect(ConnectError::Resolver(_) | ConnectError::NoRecords) => {
-            "cannot resolve the host name".to_owned()
-        }
-        SendRequestError::Connect(_) => "cannot connect".to_owned(),
-        SendRequestError::Send(e) => format!("cannot send the request: {e}"),
-        SendRequestError::Response(e) => format!("the answer is not valid HTTP: {e}"),
-        _ => "the request failed".to_owned(),
-    }
+    Err(DeliveryError::Status {
+        origin: origin(url),
+        status,
+        body: body
+            .map(|b| truncate(&String::from_utf8_lossy(&b)))
+            .unwrap_or_default(),
+    })
 }

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use signing::sign;
-pub use sink::{Attempt, Sink};
+pub use sink::{Attempt, DeliveryError, Sink};
 
 use crate::config::{ForwardSettings, RetrySettings};
 use crate::error_chain::ErrorChain;
@@ -253,10 +253,8 @@ async fn forward(
                 let task = attempts.spawn_local(async move {
                     match store.event(delivery.event_id).await {
                         Ok(Some(event)) => sink.deliver(&event).await,
-                        Ok(None) => Attempt::Failed(
-                            "the event is no longer stored (retention removed it)".to_owned(),
-                        ),
-                        Err(e) => Attempt::Failed(format!("cannot read the event: {e}")),
+                        Ok(None) => Attempt::Failed(DeliveryError::EventGone),
+                        Err(e) => Attempt::Failed(DeliveryError::ReadEvent(e)),
                     }
                 });
                 started.insert(
@@ -289,7 +287,7 @@ async fn forward(
                 for joined in finished {
                     let (id, attempt) = match joined {
                         Ok((id, attempt)) => (id, attempt),
-                        Err(e) => (e.id(), Attempt::Failed(format!("the attempt failed: {e}"))),
+                        Err(e) => (e.id(), Attempt::Failed(DeliveryError::Aborted(e))),
                     };
                     let Some(attempt_of) = started.remove(&id) else { continue };
                     let settings = &sinks[attempt_of.sink].settings;
@@ -346,7 +344,8 @@ fn decide(
             tracing::debug!(sink = sink.name, delivery, attempts, "Delivered");
             DeliveryOutcome::Delivered
         }
-        Attempt::Failed(error) if attempts >= sink.retry.max_attempts => {
+        Attempt::Failed(failure) if attempts >= sink.retry.max_attempts => {
+            let error = failure.last_error(&sink.name);
             metrics.delivery_attempt(&sink.name, false);
             metrics.delivery_finished(&sink.name, "dead");
             tracing::warn!(
@@ -359,7 +358,8 @@ fn decide(
             );
             DeliveryOutcome::Dead { error }
         }
-        Attempt::Failed(error) => {
+        Attempt::Failed(failure) => {
+            let error = failure.last_error(&sink.name);
             metrics.delivery_attempt(&sink.name, false);
             let wait = backoff(&sink.retry, attempts);
             tracing::info!(
