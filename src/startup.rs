@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::error_chain::ErrorChain;
 use crate::ops::admin::{self, AdminState};
 use crate::ops::metrics::Metrics;
 use crate::ops::{systemd, watchdog};
@@ -175,7 +176,7 @@ impl Application {
                 stop.clone(),
             ))),
             Err(e) => {
-                tracing::warn!(error = %e, "Cannot listen for SIGHUP; TLS certificates will not be reloaded")
+                tracing::warn!(error = %ErrorChain(&e), "Cannot listen for SIGHUP; TLS certificates will not be reloaded")
             }
         }
         if let Some(retention) = settings.storage.retention {

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
+use crate::error_chain::ErrorChain;
 use crate::receiver::signatures::{PublicKeyError, SignatureCheck};
 use crate::receiver::tls::{ReloadableCert, TlsError};
 use crate::store::{InvalidPostgresUrl, Store};
@@ -80,7 +81,7 @@ pub fn main() -> ExitCode {
         // The reader has gone (`voltd events list | head`): nothing is left to say to it.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("voltd: error: {}", describe(&e));
+            eprintln!("voltd: error: {}", ErrorChain(e.as_ref()));
             ExitCode::from(exit_code(&e))
         }
     }
@@ -153,21 +154,6 @@ fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The error and its causes, each said once: several layers (sqlx among them) repeat their
-/// cause in their own message.
-fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain().map(ToString::to_string) {
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
-}
-
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
@@ -196,19 +182,68 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use sqlx::migrate::MigrateError;
 
-    #[derive(Debug, thiserror::Error)]
-    #[error("while executing migrations: {0}")]
-    struct Repeating(#[source] std::io::Error);
+    use super::*;
+    use crate::store::StoreError;
+
+    fn last_line(error: impl Into<anyhow::Error>) -> String {
+        ErrorChain(error.into().as_ref()).to_string()
+    }
 
     #[test]
     fn each_cause_is_said_once() {
-        let error = anyhow::Error::new(Repeating(std::io::Error::other("no schema selected")))
-            .context("cannot apply database migrations");
-        assert_eq!(
-            describe(&error),
-            "cannot apply database migrations: while executing migrations: no schema selected"
+        // sqlx's migration error repeats its cause in its own text and returns it as the
+        // source too.
+        let repeating = MigrateError::Execute(sqlx::Error::Protocol("no schema selected".into()));
+        let line = last_line(StoreError::Migrate(repeating));
+        assert!(
+            line.starts_with("cannot apply database migrations (the database user must"),
+            "{line}"
         );
+        assert!(
+            line.ends_with(
+                "TO the user): while executing migrations: encountered unexpected or invalid \
+                 data: no schema selected"
+            ),
+            "{line}"
+        );
+        assert_eq!(line.matches("no schema selected").count(), 1, "{line}");
+    }
+
+    #[test]
+    fn a_store_error_names_its_cause_once_after_the_advice() {
+        let cause = "Permission denied (os error 13)";
+        let error = StoreError::Open {
+            url: "sqlite:///var/lib/voltd/voltd.db".into(),
+            source: sqlx::Error::Io(std::io::Error::from_raw_os_error(13)),
+        };
+        let line = last_line(anyhow::Error::new(error).context("cannot start"));
+        assert_eq!(
+            line,
+            format!(
+                "cannot start: cannot open the store at sqlite:///var/lib/voltd/voltd.db (check \
+                 that the directory exists and that the voltd user may write to it): error \
+                 communicating with database: {cause}"
+            )
+        );
+    }
+
+    #[test]
+    fn credential_and_configuration_errors_exit_78() {
+        let refused = RegistrationError::Refused(VoltError::Unauthorized {
+            answer: crate::volt::VoltAnswer {
+                status: actix_web::http::StatusCode::UNAUTHORIZED,
+                said: crate::volt::VoltSaid::Body(String::new()),
+            },
+        });
+        assert_eq!(exit_code(&refused.into()), EXIT_CONFIG);
+        let no_certificate = TlsError::NoCertificate {
+            path: "cert.pem".into(),
+        };
+        let wrapped = anyhow::Error::new(no_certificate).context("cannot serve");
+        assert_eq!(exit_code(&wrapped), EXIT_CONFIG);
+        let failed = StoreError::Query(sqlx::Error::PoolTimedOut);
+        assert_eq!(exit_code(&failed.into()), 1);
     }
 }

@@ -9,6 +9,7 @@ use clap::ValueEnum;
 
 use super::display::visible;
 use crate::config::Settings;
+use crate::request_failure::RequestFailure;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TestEventType {
@@ -31,7 +32,10 @@ pub async fn execute(event_type: TestEventType, settings: Settings) -> anyhow::R
         .insert_header(("Content-Type", "application/json"))
         .send_body(body.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("cannot POST to {url}: {e}; is voltd running?"))?;
+        .map_err(|e| {
+            anyhow::Error::new(RequestFailure::from(e))
+                .context(format!("cannot POST to {url} (is voltd running?)"))
+        })?;
     let answer = response.body().limit(64 * 1024).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "POST {url}\n{body}\n")?;

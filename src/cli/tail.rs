@@ -4,6 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::display::EventColumns;
+use crate::error_chain::ErrorChain;
 use crate::event::StoredEvent;
 use crate::store::{FollowPosition, Store, StoreError};
 
@@ -26,7 +27,10 @@ pub async fn execute(store: &Store, json: bool) -> anyhow::Result<()> {
             Ok(()) => {}
             Err(TailError::Output(e)) => return Err(e.into()),
             Err(TailError::Store(e)) if !failing => {
-                eprintln!("voltd: cannot read the store ({e}); trying again");
+                eprintln!(
+                    "voltd: cannot read the store ({}); trying again",
+                    ErrorChain(&e)
+                );
                 failing = true;
             }
             Err(TailError::Store(_)) => {}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use super::sink::truncate;
+use super::sink::{DeliveryError, truncate};
 use crate::config::CommandTarget;
 use crate::event::StoredEvent;
 
@@ -13,9 +13,9 @@ pub(super) async fn run(
     target: &CommandTarget,
     timeout: Duration,
     event: &StoredEvent,
-) -> Result<(), String> {
-    let describe = target.program.display();
-    let mut child = tokio::process::Command::new(&target.program)
+) -> Result<(), DeliveryError> {
+    let program = &target.program;
+    let mut child = tokio::process::Command::new(program)
         .args(&target.args)
         .env("VOLT_EVENT_ID", event.id.to_string())
         .env(
@@ -30,10 +30,13 @@ pub(super) async fn run(
         // A timed-out command is killed when its future is dropped.
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {describe}: {e}"))?;
+        .map_err(|source| DeliveryError::Start {
+            program: program.to_owned(),
+            source,
+        })?;
     let mut stdin = child.stdin.take();
-    let mut json = serde_json::to_string(&event.to_detailed_json())
-        .map_err(|e| format!("cannot write event {} as JSON: {e}", event.id))?;
+    let mut json =
+        serde_json::to_string(&event.to_detailed_json()).map_err(DeliveryError::Encode)?;
     json.push('\n');
     let feed = async move {
         if let Some(stdin) = stdin.as_mut() {
@@ -45,15 +48,21 @@ pub(super) async fn run(
     let run = async { tokio::join!(feed, child.wait_with_output()).1 };
     let output = tokio::time::timeout(timeout, run)
         .await
-        .map_err(|_| format!("{describe} killed after {} s", timeout.as_secs()))?
-        .map_err(|e| format!("{describe}: {e}"))?;
+        .map_err(|_| DeliveryError::Killed {
+            program: program.to_owned(),
+            timeout,
+        })?
+        .map_err(|source| DeliveryError::Wait {
+            program: program.to_owned(),
+            source,
+        })?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{describe} {}: {}",
-            output.status,
-            truncate(String::from_utf8_lossy(&output.stderr).trim())
-        ))
+        Err(DeliveryError::Exited {
+            program: program.to_owned(),
+            status: output.status,
+            stderr: truncate(String::from_utf8_lossy(&output.stderr).trim()),
+        })
     }
 }

@@ -1,11 +1,10 @@
 //! HTTP sinks: POST the raw body, with optional Standard Webhooks signing.
 
-use awc::error::{ConnectError, SendRequestError};
 use chrono::Utc;
 use secrecy::ExposeSecret as _;
 
 use super::signing::sign;
-use super::sink::{ERROR_KEEP_BYTES, truncate};
+use super::sink::{DeliveryError, ERROR_KEEP_BYTES, truncate};
 use crate::config::{HttpTarget, origin};
 use crate::event::StoredEvent;
 
@@ -13,7 +12,7 @@ pub(super) async fn post(
     client: &awc::Client,
     target: &HttpTarget,
     event: &StoredEvent,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let url = &target.url;
     let mut request = client
         .post(url.as_str())
@@ -41,39 +40,25 @@ pub(super) async fn post(
                 sign(key.expose_secret(), &message_id, timestamp, &event.body),
             ));
     }
-    let mut response = request
-        .send_body(event.body.clone())
-        .await
-        .map_err(|e| format!("POST to {} failed: {}", origin(url), describe(&e)))?;
+    // awc's own error is not kept: its text may include the whole URL (see RequestFailure).
+    let mut response =
+        request
+            .send_body(event.body.clone())
+            .await
+            .map_err(|e| DeliveryError::Request {
+                origin: origin(url),
+                source: e.into(),
+            })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let body = response.body().limit(ERROR_KEEP_BYTES * 16).await;
-    let detail = body
-        .map(|b| truncate(&String::from_utf8_lossy(&b)))
-        .unwrap_or_default();
-    Err(format!(
-        "POST to {} answered HTTP {}: {detail}",
-        origin(url),
-        status.as_u16()
-    ))
-}
-
-/// The failure in words of our own: awc's text for some errors includes the whole URL, and
-/// this message is logged and stored where a URL's credentials must not appear.
-fn describe(error: &SendRequestError) -> String {
-    match error {
-        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
-            "no answer in time".to_owned()
-        }
-        SendRequestError::Connect(ConnectError::Io(e)) => format!("cannot connect: {e}"),
-        SendRequestError::Connect(ConnectError::Resolver(_) | ConnectError::NoRecords) => {
-            "cannot resolve the host name".to_owned()
-        }
-        SendRequestError::Connect(_) => "cannot connect".to_owned(),
-        SendRequestError::Send(e) => format!("cannot send the request: {e}"),
-        SendRequestError::Response(e) => format!("the answer is not valid HTTP: {e}"),
-        _ => "the request failed".to_owned(),
-    }
+    Err(DeliveryError::Status {
+        origin: origin(url),
+        status,
+        body: body
+            .map(|b| truncate(&String::from_utf8_lossy(&b)))
+            .unwrap_or_default(),
+    })
 }

@@ -22,10 +22,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use signing::sign;
-pub use sink::{Attempt, Sink};
+pub use sink::{Attempt, DeliveryError, Sink};
 
 use crate::backoff::Backoff;
 use crate::config::ForwardSettings;
+use crate::error_chain::ErrorChain;
 use crate::log_limit::LogLimiter;
 use crate::ops::metrics::Metrics;
 use crate::store::{DeliveryOutcome, EventHeader, Role, RoleLock, Store, StoreError};
@@ -93,7 +94,7 @@ pub fn run_on_own_thread(
             drop(stopped);
         });
     if let Err(e) = &spawned {
-        tracing::error!(error = %e, "Cannot start the forwarding thread; events are not forwarded");
+        tracing::error!(error = %ErrorChain(e), "Cannot start the forwarding thread; events are not forwarded");
     }
     async move {
         let _ = on_stop.await;
@@ -135,7 +136,7 @@ pub async fn run(
             }
             Err(e) => {
                 if let Some(suppressed) = store_warnings.permit() {
-                    tracing::warn!(error = %e, suppressed, "Cannot take the forwarding role; will retry");
+                    tracing::warn!(error = %ErrorChain(&e), suppressed, "Cannot take the forwarding role; will retry");
                 }
             }
         }
@@ -169,7 +170,7 @@ async fn forward(
         Ok(outbox) => outbox,
         Err(e) => {
             if let Some(suppressed) = store_warnings.permit() {
-                tracing::warn!(error = %e, suppressed, "Cannot open the store for forwarding; will retry");
+                tracing::warn!(error = %ErrorChain(&e), suppressed, "Cannot open the store for forwarding; will retry");
             }
             return;
         }
@@ -180,7 +181,7 @@ async fn forward(
             last_role_check = Instant::now();
             if let Err(e) = role.check().await {
                 tracing::warn!(
-                    error = %e,
+                    error = %ErrorChain(&e),
                     "Lost the forwarding role with its database session; forwarding stops \
                      until this instance can take it again"
                 );
@@ -200,12 +201,12 @@ async fn forward(
                 .await;
             match queued {
                 Err(e) if lost_connection(&e) => {
-                    tracing::warn!(error = %e, "Lost the forwarding database connection; reconnecting");
+                    tracing::warn!(error = %ErrorChain(&e), "Lost the forwarding database connection; reconnecting");
                     break;
                 }
                 Err(e) => {
                     if let Some(suppressed) = store_warnings.permit() {
-                        tracing::warn!(error = %e, suppressed, "Cannot queue new events for forwarding; will retry");
+                        tracing::warn!(error = %ErrorChain(&e), suppressed, "Cannot queue new events for forwarding; will retry");
                     }
                 }
                 Ok(_) => {}
@@ -224,7 +225,7 @@ async fn forward(
                 Ok(due) => due,
                 Err(e) => {
                     if let Some(suppressed) = store_warnings.permit() {
-                        tracing::warn!(error = %e, suppressed, "Cannot read due deliveries; will retry");
+                        tracing::warn!(error = %ErrorChain(&e), suppressed, "Cannot read due deliveries; will retry");
                     }
                     break;
                 }
@@ -241,10 +242,8 @@ async fn forward(
                 let task = attempts.spawn_local(async move {
                     match store.event(delivery.event_id).await {
                         Ok(Some(event)) => sink.deliver(&event).await,
-                        Ok(None) => Attempt::Failed(
-                            "the event is no longer stored (retention removed it)".to_owned(),
-                        ),
-                        Err(e) => Attempt::Failed(format!("cannot read the event: {e}")),
+                        Ok(None) => Attempt::Failed(DeliveryError::EventGone),
+                        Err(e) => Attempt::Failed(DeliveryError::ReadEvent(e)),
                     }
                 });
                 started.insert(
@@ -277,7 +276,7 @@ async fn forward(
                 for joined in finished {
                     let (id, attempt) = match joined {
                         Ok((id, attempt)) => (id, attempt),
-                        Err(e) => (e.id(), Attempt::Failed(format!("the attempt failed: {e}"))),
+                        Err(e) => (e.id(), Attempt::Failed(DeliveryError::Aborted(e))),
                     };
                     let Some(attempt_of) = started.remove(&id) else { continue };
                     let settings = &sinks[attempt_of.sink].settings;
@@ -291,7 +290,7 @@ async fn forward(
                     && !lost_connection(e)
                     && let Some(suppressed) = store_warnings.permit()
                 {
-                    tracing::warn!(error = %e, suppressed, "Cannot record delivery outcomes; they will be retried");
+                    tracing::warn!(error = %ErrorChain(e), suppressed, "Cannot record delivery outcomes; they will be retried");
                 }
                 // Only now may the due query return them again.
                 for (attempt_of, _) in outcomes {
@@ -301,7 +300,7 @@ async fn forward(
                 if let Err(e) = recorded
                     && lost_connection(&e)
                 {
-                    tracing::warn!(error = %e, "Lost the forwarding database connection; reconnecting");
+                    tracing::warn!(error = %ErrorChain(&e), "Lost the forwarding database connection; reconnecting");
                     break;
                 }
             }
@@ -334,7 +333,8 @@ fn decide(
             tracing::debug!(sink = sink.name, delivery, attempts, "Delivered");
             DeliveryOutcome::Delivered
         }
-        Attempt::Failed(error) if attempts >= sink.retry.max_attempts => {
+        Attempt::Failed(failure) if attempts >= sink.retry.max_attempts => {
+            let error = failure.last_error(&sink.name);
             metrics.delivery_attempt(&sink.name, false);
             metrics.delivery_finished(&sink.name, "dead");
             tracing::warn!(
@@ -347,7 +347,8 @@ fn decide(
             );
             DeliveryOutcome::Dead { error }
         }
-        Attempt::Failed(error) => {
+        Attempt::Failed(failure) => {
+            let error = failure.last_error(&sink.name);
             metrics.delivery_attempt(&sink.name, false);
             let backoff = Backoff {
                 initial: sink.retry.initial,
@@ -376,7 +377,7 @@ async fn sample_backlog(store: &Store, metrics: &Metrics) {
             });
             metrics.set_delivery_backlog(backlog.pending, age);
         }
-        Err(e) => tracing::debug!(error = %e, "Cannot sample the delivery backlog"),
+        Err(e) => tracing::debug!(error = %ErrorChain(&e), "Cannot sample the delivery backlog"),
     }
 }
 

@@ -1,48 +1,117 @@
 //! One delivery attempt to one sink.
 
+use std::cell::OnceCell;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
 use super::{command, http};
 use crate::config::{ForwardSettings, Target};
+use crate::error_chain::ErrorChain;
 use crate::event::StoredEvent;
+use crate::request_failure::RequestFailure;
+use crate::store::StoreError;
+use actix_web::http::StatusCode;
 
 /// How much of a failing answer or a command's stderr is kept as the last error.
 pub(super) const ERROR_KEEP_BYTES: usize = 1024;
 
 /// What one attempt did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Attempt {
     Delivered,
-    Failed(String),
+    Failed(DeliveryError),
 }
 
-/// A sink ready to send: HTTP sinks own a client (awc clients belong to the runtime thread
-/// that built them, so this is built inside the delivery task).
+/// Why an attempt did not deliver. Its text is logged and stored as the delivery's last
+/// error, so it shows no more of a sink's URL than `scheme://host:port`: the rest may hold
+/// credentials or a secret path.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("POST to {origin} failed")]
+    Request {
+        origin: String,
+        #[source]
+        source: RequestFailure,
+    },
+    /// `body` is the start of the answer, at most [`ERROR_KEEP_BYTES`].
+    #[error("POST to {origin} answered HTTP {}: {body}", status.as_u16())]
+    Status {
+        origin: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("cannot start {}", program.display())]
+    Start {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} killed after {} s", program.display(), timeout.as_secs())]
+    Killed { program: PathBuf, timeout: Duration },
+    #[error("cannot wait for {}", program.display())]
+    Wait {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `stderr` is the start of what the command wrote there, at most [`ERROR_KEEP_BYTES`].
+    #[error("{} {status}: {stderr}", program.display())]
+    Exited {
+        program: PathBuf,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("cannot write the event as JSON")]
+    Encode(#[source] serde_json::Error),
+    #[error("the event is no longer stored (retention removed it)")]
+    EventGone,
+    #[error("cannot read the event")]
+    ReadEvent(#[source] StoreError),
+    #[error("the attempt ended abnormally")]
+    Aborted(#[source] tokio::task::JoinError),
+}
+
+impl DeliveryError {
+    /// The text logged and stored as the delivery's last error: the sink's name, then what
+    /// went wrong with its causes.
+    pub fn last_error(&self, sink: &str) -> String {
+        format!("sink {sink:?}: {}", ErrorChain(self))
+    }
+}
+
+/// A sink ready to send.
 pub struct Sink {
     pub settings: ForwardSettings,
-    http: Option<awc::Client>,
+    /// Built on the first HTTP delivery: awc clients belong to the runtime thread that built
+    /// them (the delivery task's), and command sinks need none.
+    http: OnceCell<awc::Client>,
 }
 
 impl Sink {
     pub fn new(settings: ForwardSettings) -> Self {
-        let http = matches!(settings.target, Target::Http(_)).then(|| {
-            awc::Client::builder()
-                .timeout(settings.timeout)
-                .connector(awc::Connector::new().timeout(settings.timeout))
-                .finish()
-        });
-        Self { settings, http }
+        Self {
+            settings,
+            http: OnceCell::new(),
+        }
     }
 
     pub async fn deliver(&self, event: &StoredEvent) -> Attempt {
-        let result = match (&self.settings.target, &self.http) {
-            (Target::Http(target), Some(client)) => http::post(client, target, event).await,
-            (Target::Command(target), _) => {
-                command::run(target, self.settings.timeout, event).await
+        let result = match &self.settings.target {
+            Target::Http(target) => {
+                let client = self.http.get_or_init(|| {
+                    awc::Client::builder()
+                        .timeout(self.settings.timeout)
+                        .connector(awc::Connector::new().timeout(self.settings.timeout))
+                        .finish()
+                });
+                http::post(client, target, event).await
             }
-            (Target::Http(_), None) => Err("no HTTP client".to_owned()),
+            Target::Command(target) => command::run(target, self.settings.timeout, event).await,
         };
         match result {
             Ok(()) => Attempt::Delivered,
-            Err(error) => Attempt::Failed(format!("sink {:?}: {error}", self.settings.name)),
+            Err(error) => Attempt::Failed(error),
         }
     }
 }
@@ -56,4 +125,33 @@ pub(super) fn truncate(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_last_error_names_the_sink_then_each_cause_once() {
+        let refused = DeliveryError::Request {
+            origin: "https://hooks.example:443".into(),
+            source: RequestFailure::Connect(Some(std::io::Error::from_raw_os_error(111))),
+        };
+        assert_eq!(
+            refused.last_error("crm"),
+            "sink \"crm\": POST to https://hooks.example:443 failed: cannot connect: \
+             Connection refused (os error 111)"
+        );
+        let exited = DeliveryError::Exited {
+            program: "/usr/local/bin/page".into(),
+            status: ExitStatus::from_raw(3 << 8),
+            stderr: "no pager on duty".into(),
+        };
+        assert_eq!(
+            exited.last_error("pager"),
+            "sink \"pager\": /usr/local/bin/page exit status: 3: no pager on duty"
+        );
+    }
 }

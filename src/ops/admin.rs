@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use super::metrics::Metrics;
 use crate::config::AdminSettings;
+use crate::error_chain::ErrorChain;
 use crate::store::{EventWriter, Store};
 use crate::volt::registration::{RegistrationState, RegistrationStatus};
 
@@ -40,7 +41,7 @@ pub fn serve(
         Err(e) if !settings.is_explicit() => {
             tracing::warn!(
                 listen = %listen,
-                error = %e,
+                error = %ErrorChain(&e),
                 "Admin listener not started: its default address is taken; set admin.listen \
                  to a free address (or admin.enabled = false)"
             );
@@ -105,7 +106,7 @@ pub async fn store_health(state: &AdminState) -> Result<(), String> {
     }
     match tokio::time::timeout(STORE_CHECK_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("store unavailable: {e}")),
+        Ok(Err(e)) => Err(format!("store unavailable: {}", ErrorChain(&e))),
         Err(_) => Err(format!(
             "store did not answer within {} s",
             STORE_CHECK_TIMEOUT.as_secs()

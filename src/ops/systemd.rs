@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+use crate::error_chain::ErrorChain;
+
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!(error = %e, "sd_notify failed");
+        tracing::debug!(error = %ErrorChain(&e), "sd_notify failed");
     }
 }
 

@@ -26,6 +26,7 @@ use signatures::SignatureCheck;
 use tls::ReloadableCert;
 
 use crate::config::{ServerSettings, VerifyMode};
+use crate::error_chain::ErrorChain;
 use crate::event::{NewEvent, StoreOutcome, Verdict};
 use crate::log_limit::LogLimiter;
 use crate::ops::metrics::{Metrics, Rejection};
@@ -297,7 +298,7 @@ async fn receive(
             "write queue full; answering 503",
         ),
         _ => {
-            tracing::error!(error = %e, "Event not stored; answering 503");
+            tracing::error!(error = %ErrorChain(&e), "Event not stored; answering 503");
             receiver.metrics.rejected(Rejection::store);
             ReceiveError::Unavailable
         }

@@ -7,17 +7,56 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::signal::unix::Signal;
 use tokio_util::sync::CancellationToken;
 
+use crate::error_chain::ErrorChain;
+
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct TlsError {
-    message: String,
+pub enum TlsError {
+    #[error(
+        "cannot read the TLS certificate from {} (check server.tls_cert: a PEM file readable \
+         by the voltd user)",
+        path.display()
+    )]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    #[error(
+        "no CERTIFICATE block in {}; server.tls_cert names a PEM file holding the certificate \
+         chain",
+        path.display()
+    )]
+    NoCertificate { path: PathBuf },
+    #[error(
+        "cannot read the TLS key from {} (check server.tls_key: a PEM file readable by the \
+         voltd user)",
+        path.display()
+    )]
+    Key {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+    #[error(
+        "the TLS key {} does not fit the certificate {}",
+        key.display(),
+        cert.display()
+    )]
+    Mismatch {
+        key: PathBuf,
+        cert: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot set up TLS")]
+    Setup(#[source] rustls::Error),
 }
 
 /// The current certificate and key, replaceable while serving.
@@ -52,9 +91,7 @@ impl ReloadableCert {
     pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsError> {
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError {
-                message: format!("cannot set up TLS: {e}"),
-            })?
+            .map_err(TlsError::Setup)?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         Ok(config)
@@ -84,7 +121,7 @@ pub async fn reload_on_hangup(
             () = stop.cancelled() => return,
             _ = hangup.recv() => match cert.as_deref().map(ReloadableCert::reload) {
                 Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
-                Some(Err(e)) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
+                Some(Err(e)) => tracing::error!(error = %ErrorChain(&e), "TLS certificate not reloaded; keeping the current one"),
                 None => tracing::info!("SIGHUP received; nothing to reload without TLS"),
             },
         }
@@ -96,30 +133,44 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    let fail = |path: &Path, what: &str, e: &dyn std::fmt::Display| TlsError {
-        message: format!(
-            "cannot read the TLS {what} from {}: {e}; check server.tls_cert / server.tls_key \
-             (PEM files readable by the voltd user)",
-            path.display()
-        ),
+    let certificate_error = |source| TlsError::Certificate {
+        path: cert_path.to_owned(),
+        source,
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| fail(cert_path, "certificate", &e))?
+        .map_err(certificate_error)?
         .collect::<Result<_, _>>()
-        .map_err(|e| fail(cert_path, "certificate", &e))?;
+        .map_err(certificate_error)?;
     if chain.is_empty() {
-        return Err(fail(
-            cert_path,
-            "certificate",
-            &"no CERTIFICATE block found",
-        ));
+        return Err(TlsError::NoCertificate {
+            path: cert_path.to_owned(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| fail(key_path, "key", &e))?;
-    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError {
-        message: format!(
-            "the TLS key {} does not fit the certificate {}: {e}",
-            key_path.display(),
-            cert_path.display()
-        ),
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| TlsError::Key {
+        path: key_path.to_owned(),
+        source,
+    })?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|source| TlsError::Mismatch {
+        key: key_path.to_owned(),
+        cert: cert_path.to_owned(),
+        source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_certificate_is_named_with_its_cause() {
+        let directory = tempfile::tempdir().unwrap();
+        let cert = directory.path().join("absent-cert.pem");
+        let key = directory.path().join("absent-key.pem");
+        let error = ReloadableCert::load(&cert, &key).unwrap_err();
+        assert!(matches!(error, TlsError::Certificate { .. }), "{error:?}");
+        let line = ErrorChain(&error).to_string();
+        assert!(line.contains("absent-cert.pem"), "{line}");
+        assert!(line.contains("server.tls_cert"), "{line}");
+        assert_eq!(line.matches("No such file").count(), 1, "{line}");
+    }
 }

@@ -33,8 +33,8 @@ pub use writer::{CommitObserver, EventWriter, WriteError, WriterTask};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "cannot open the store at {url}: {source}; check that the directory exists and that \
-         the voltd user may write to it"
+        "cannot open the store at {url} (check that the directory exists and that the voltd \
+         user may write to it)"
     )]
     Open {
         url: String,
@@ -42,8 +42,8 @@ pub enum StoreError {
         source: sqlx::Error,
     },
     #[error(
-        "cannot connect to PostgreSQL at {url}: {source}; check that the server is running, \
-         that the database exists and that the user may connect (storage.url)"
+        "cannot connect to PostgreSQL at {url} (check storage.url, that the server is running, \
+         that the database exists and that the user may connect)"
     )]
     Connect {
         url: String,
@@ -51,27 +51,27 @@ pub enum StoreError {
         source: sqlx::Error,
     },
     #[error(
-        "no database at {url} ({source}); voltd has not stored anything there yet. Check \
-         storage.url (a relative path is relative to the working directory)"
+        "no database at {url}: voltd has not stored anything there yet (check storage.url; a \
+         relative path is relative to the working directory)"
     )]
     Missing {
         url: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("storage.url {url:?} is not a valid database URL: {source}")]
+    #[error("storage.url {url:?} is not a valid database URL")]
     Url {
         url: String,
         #[source]
         source: sqlx::Error,
     },
     #[error(
-        "cannot apply database migrations: {0}. The database user must be able to create \
-         tables; with PostgreSQL, in the first schema of its search_path, which must exist \
-         (CREATE SCHEMA, or GRANT USAGE, CREATE ON SCHEMA ... TO the user)"
+        "cannot apply database migrations (the database user must be able to create tables; \
+         with PostgreSQL, in the first schema of its search_path, which must exist: CREATE \
+         SCHEMA, or GRANT USAGE, CREATE ON SCHEMA ... TO the user)"
     )]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("database error: {0}")]
+    #[error("database error")]
     Query(#[from] sqlx::Error),
 }
 

@@ -130,10 +130,7 @@ impl PgWriter {
         let conn = match &mut self.conn {
             Some(conn) => conn,
             None => {
-                let conn = connect_writer(&self.pool).await.map_err(|e| match e {
-                    StoreError::Query(e) => e,
-                    other => sqlx::Error::Protocol(other.to_string()),
-                })?;
+                let conn = connect_writer(&self.pool).await?;
                 tracing::info!("Reconnected the event writer to PostgreSQL");
                 self.conn.insert(conn)
             }
@@ -156,7 +153,7 @@ impl PgWriter {
 
 /// A server configured with `synchronous_commit = off` would acknowledge commits that a
 /// crash can still lose, so the writer turns it back on for itself.
-async fn connect_writer(pool: &PgPool) -> Result<PgConnection, StoreError> {
+async fn connect_writer(pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
     let mut conn = connect(&pool.connect_options()).await?;
     let mode: String = sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(&mut conn)

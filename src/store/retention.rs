@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::error_chain::ErrorChain;
 use crate::store::{Store, StoreError};
 
 const BATCH: u32 = 1_000;
@@ -21,7 +22,9 @@ pub async fn run(store: Store, retention: Duration, stop: CancellationToken) {
         match sweep(&store, retention, &stop).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "Deleted events past the retention period"),
-            Err(e) => tracing::warn!(error = %e, "Retention sweep failed; will retry next hour"),
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "Retention sweep failed; will retry next hour")
+            }
         }
     }
 }

@@ -188,8 +188,7 @@ async fn existing_ids<'k>(
     keys: impl Iterator<Item = &'k String>,
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     let keys: Vec<&String> = keys.collect();
-    let keys = serde_json::to_string(&keys)
-        .map_err(|e| sqlx::Error::Protocol(format!("cannot encode dedup keys: {e}")))?;
+    let keys = serde_json::to_string(&keys).map_err(|e| sqlx::Error::Encode(e.into()))?;
     let rows = sqlx::query(
         "SELECT id, dedup_key FROM events WHERE dedup_key IN (SELECT value FROM json_each($1))",
     )

@@ -13,18 +13,19 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{postgres, sqlite};
+use crate::error_chain::ErrorChain;
 use crate::event::{NewEvent, StoreOutcome};
 use crate::log_limit::LogLimiter;
 
 /// Why an event was not stored; every variant means "answer 503, nothing was committed".
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("the write queue is full")]
     QueueFull,
     #[error("the store is shutting down")]
     Closed,
-    #[error("the commit failed: {0}")]
-    Failed(String),
+    #[error("the commit failed")]
+    Failed(#[source] sqlx::Error),
 }
 
 struct Job {
@@ -77,7 +78,7 @@ impl WriterTask {
         let abort = self.handle.abort_handle();
         match tokio::time::timeout(grace, self.handle).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "Store writer task failed"),
+            Ok(Err(e)) => tracing::error!(error = %ErrorChain(&e), "Store writer task failed"),
             Err(_) => {
                 abort.abort();
                 tracing::error!(
@@ -132,7 +133,7 @@ async fn run(
         commit(&mut conn, &mut batch, &*on_commit, &failures).await;
     }
     if let Err(e) = conn.close().await {
-        tracing::warn!(error = %e, "Closing the store's write connection failed");
+        tracing::warn!(error = %ErrorChain(&e), "Closing the store's write connection failed");
     }
 }
 
@@ -165,7 +166,7 @@ async fn commit(
         Err(batch_error) => {
             if let Some(held_back) = failures.batches.permit() {
                 tracing::warn!(
-                    error = %batch_error,
+                    error = %ErrorChain(&batch_error),
                     events = batch.len(),
                     earlier_failures_not_logged = held_back,
                     "Batch commit failed; retrying events one by one"
@@ -178,12 +179,12 @@ async fn commit(
                     .map_err(|e| {
                         if let Some(held_back) = failures.events.permit() {
                             tracing::error!(
-                                error = %e,
+                                error = %ErrorChain(&e),
                                 earlier_failures_not_logged = held_back,
                                 "Event could not be stored; it was answered 503"
                             );
                         }
-                        WriteError::Failed(e.to_string())
+                        WriteError::Failed(e)
                     });
                 let _ = job.reply.send(result);
             }

@@ -1,37 +1,56 @@
 //! A small GraphQL client over awc. It stores nothing; callers decide what to record.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
+use crate::error_chain::ErrorChain;
+use crate::request_failure::RequestFailure;
 use crate::webhook::Webhook;
 
 const REGISTER_WEBHOOK: &str = include_str!("register_webhook.graphql");
 /// Volt's answers are small; anything larger is not an answer we understand.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum VoltError {
     #[error(
-        "Volt rejected the API token ({detail}); check api.token / api.token_file: the token \
+        "Volt rejected the API token ({answer}); check api.token / api.token_file: the token \
          may be wrong, expired or lack permission to manage webhooks"
     )]
-    Unauthorized { detail: String },
+    Unauthorized { answer: VoltAnswer },
     #[error(
-        "Volt could not reach the webhook URL ({detail}): its test request to server.public_url \
+        "Volt could not reach the webhook URL ({answer}): its test request to server.public_url \
          did not get a 200. Check that the URL is public, that the reverse proxy or firewall \
          forwards it to voltd's listener, that TLS is valid, and that the path matches"
     )]
-    WebhookUnreachable { detail: String },
-    #[error("Volt API unavailable: {detail}")]
-    Transient { detail: String },
-    #[error("Volt refused the registration: {detail}")]
-    Rejected { detail: String },
+    WebhookUnreachable { answer: VoltAnswer },
+    #[error("Volt API unavailable: {answer}")]
+    Unavailable { answer: VoltAnswer },
+    #[error("Volt API unavailable: the request to {endpoint} failed")]
+    Request {
+        endpoint: Url,
+        #[source]
+        source: RequestFailure,
+    },
+    #[error("Volt API unavailable: its answer could not be read")]
+    Response {
+        #[source]
+        source: PayloadError,
+    },
+    #[error("Volt refused the registration: {answer}")]
+    Rejected { answer: VoltAnswer },
+    #[error(
+        "Volt's answer holds no webhook ({answer}); check that api.url is Volt's GraphQL endpoint"
+    )]
+    Unexpected { answer: VoltAnswer },
 }
 
 impl VoltError {
@@ -40,7 +59,10 @@ impl VoltError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Transient { .. } | Self::WebhookUnreachable { .. }
+            Self::Unavailable { .. }
+                | Self::Request { .. }
+                | Self::Response { .. }
+                | Self::WebhookUnreachable { .. }
         )
     }
 
@@ -48,13 +70,39 @@ impl VoltError {
     pub fn brief(&self) -> String {
         match self {
             Self::WebhookUnreachable { .. } => "Volt could not reach public_url".to_owned(),
-            other => other.to_string().chars().take(120).collect(),
+            other => ErrorChain(other).to_string().chars().take(120).collect(),
         }
     }
 
     /// A credential problem: the daemon should stop with EX_CONFIG.
     pub fn is_credential(&self) -> bool {
         matches!(self, Self::Unauthorized { .. })
+    }
+}
+
+/// What Volt answered to a request that did not give a webhook.
+#[derive(Debug, Clone)]
+pub struct VoltAnswer {
+    pub status: StatusCode,
+    pub said: VoltSaid,
+}
+
+#[derive(Debug, Clone)]
+pub enum VoltSaid {
+    /// The `message` of each GraphQL error.
+    Messages(Vec<String>),
+    /// The start of a body that holds no GraphQL errors, trimmed; empty for an empty body.
+    Body(String),
+}
+
+impl fmt::Display for VoltAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}: ", self.status.as_u16())?;
+        match &self.said {
+            VoltSaid::Messages(messages) => f.write_str(&messages.join("; ")),
+            VoltSaid::Body(snippet) if snippet.is_empty() => f.write_str("(empty body)"),
+            VoltSaid::Body(snippet) => f.write_str(snippet),
+        }
     }
 }
 
@@ -103,18 +151,17 @@ impl VoltClient {
             .bearer_auth(self.token.expose_secret())
             .send_json(&request)
             .await
-            .map_err(|e| VoltError::Transient {
-                detail: format!("request to {} failed: {e}", self.endpoint),
+            .map_err(|e| VoltError::Request {
+                endpoint: self.endpoint.clone(),
+                source: e.into(),
             })?;
         let status = response.status();
         let body = response
             .body()
             .limit(MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| VoltError::Transient {
-                detail: format!("reading the response failed: {e}"),
-            })?;
-        interpret(status, &body)
+            .map_err(|source| VoltError::Response { source })?;
+        interpret(status, &body, self.token.expose_secret())
     }
 }
 
@@ -131,60 +178,62 @@ struct GraphQlError {
 }
 
 /// Turn an HTTP status and body into a webhook or a classified error. GraphQL errors are
-/// failures even on HTTP 200.
-fn interpret(status: StatusCode, body: &[u8]) -> Result<Webhook, VoltError> {
+/// failures even on HTTP 200. `token` is cut out of what Volt said: an API that echoes the
+/// token it refuses would otherwise put it into the log.
+fn interpret(status: StatusCode, body: &[u8], token: &str) -> Result<Webhook, VoltError> {
     let parsed: Option<GraphQlResponse> = serde_json::from_slice(body).ok();
-    let messages = parsed
+    let redact = |text: &str| {
+        if token.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(token, "[redacted]")
+        }
+    };
+    let messages: Vec<String> = parsed
         .as_ref()
-        .map(|r| {
-            r.errors
-                .iter()
-                .map(|e| e.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .filter(|m| !m.is_empty());
-    let detail = || {
-        let text = messages.clone().unwrap_or_else(|| snippet(body));
-        format!("HTTP {}: {text}", status.as_u16())
+        .map(|r| r.errors.iter().map(|e| redact(&e.message)).collect())
+        .unwrap_or_default();
+    let lower = messages.join("; ").to_lowercase();
+    let answer = || VoltAnswer {
+        status,
+        said: if messages.is_empty() {
+            VoltSaid::Body(snippet(&redact(&String::from_utf8_lossy(body))))
+        } else {
+            VoltSaid::Messages(messages.clone())
+        },
     };
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        return Err(VoltError::Unauthorized { detail: detail() });
+        return Err(VoltError::Unauthorized { answer: answer() });
     }
-    if let Some(messages) = &messages {
-        let lower = messages.to_lowercase();
-        if lower.contains("failed to respond successfully") {
-            return Err(VoltError::WebhookUnreachable { detail: detail() });
-        }
-        if [
-            "unauthorized",
-            "unauthenticated",
-            "forbidden",
-            "invalid token",
-            "jwt",
-        ]
-        .iter()
-        .any(|word| lower.contains(word))
-        {
-            return Err(VoltError::Unauthorized { detail: detail() });
-        }
+    if lower.contains("failed to respond successfully") {
+        return Err(VoltError::WebhookUnreachable { answer: answer() });
+    }
+    if [
+        "unauthorized",
+        "unauthenticated",
+        "forbidden",
+        "invalid token",
+        "jwt",
+    ]
+    .iter()
+    .any(|word| lower.contains(word))
+    {
+        return Err(VoltError::Unauthorized { answer: answer() });
     }
     if status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
     {
-        return Err(VoltError::Transient { detail: detail() });
+        return Err(VoltError::Unavailable { answer: answer() });
     }
-    if messages.is_some() || !status.is_success() {
-        return Err(VoltError::Rejected { detail: detail() });
+    if !messages.is_empty() || !status.is_success() {
+        return Err(VoltError::Rejected { answer: answer() });
     }
     let webhook = parsed
         .and_then(|r| r.data)
         .and_then(|mut data| data.get_mut("registerWebhook").map(Value::take))
         .and_then(|w| webhook_from(&w));
-    webhook.ok_or_else(|| VoltError::Rejected {
-        detail: format!("unexpected answer: {}", snippet(body)),
-    })
+    webhook.ok_or_else(|| VoltError::Unexpected { answer: answer() })
 }
 
 fn webhook_from(value: &Value) -> Option<Webhook> {
@@ -201,13 +250,8 @@ fn webhook_from(value: &Value) -> Option<Webhook> {
     })
 }
 
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return "(empty body)".to_owned();
-    }
-    text.chars().take(200).collect()
+fn snippet(body: &str) -> String {
+    body.trim().chars().take(200).collect()
 }
 
 #[cfg(test)]
@@ -215,14 +259,19 @@ mod tests {
     use super::*;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+    const TOKEN: &str = "volt-token-7Hq2";
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!("{FIXTURES}{name}")).unwrap()
     }
 
+    fn answer(status: StatusCode, body: &[u8]) -> Result<Webhook, VoltError> {
+        interpret(status, body, TOKEN)
+    }
+
     #[test]
     fn success_is_parsed() {
-        let webhook = interpret(StatusCode::OK, &fixture("register-ok.json")).unwrap();
+        let webhook = answer(StatusCode::OK, &fixture("register-ok.json")).unwrap();
         assert_eq!(webhook.id, "wh_01");
         assert_eq!(
             webhook.created_at.as_deref(),
@@ -232,40 +281,78 @@ mod tests {
 
     #[test]
     fn graphql_errors_on_http_200_are_classified() {
-        let e = interpret(StatusCode::OK, &fixture("register-unauthorized.json")).unwrap_err();
+        let e = answer(StatusCode::OK, &fixture("register-unauthorized.json")).unwrap_err();
         assert!(e.is_credential(), "{e}");
-        let e = interpret(StatusCode::OK, &fixture("register-unreachable.json")).unwrap_err();
+        let e = answer(StatusCode::OK, &fixture("register-unreachable.json")).unwrap_err();
         assert!(matches!(e, VoltError::WebhookUnreachable { .. }), "{e}");
         assert!(e.is_transient());
-        let e =
-            interpret(StatusCode::OK, br#"{"errors":[{"message":"invalid url"}]}"#).unwrap_err();
+        let e = answer(StatusCode::OK, br#"{"errors":[{"message":"invalid url"}]}"#).unwrap_err();
         assert!(matches!(e, VoltError::Rejected { .. }), "{e}");
     }
 
     #[test]
     fn http_statuses_are_classified() {
         assert!(
-            interpret(StatusCode::FORBIDDEN, b"")
+            answer(StatusCode::FORBIDDEN, b"")
                 .unwrap_err()
                 .is_credential()
         );
         assert!(
-            interpret(StatusCode::BAD_GATEWAY, b"<html>")
+            answer(StatusCode::BAD_GATEWAY, b"<html>")
                 .unwrap_err()
                 .is_transient()
         );
         assert!(
-            interpret(StatusCode::TOO_MANY_REQUESTS, b"")
+            answer(StatusCode::TOO_MANY_REQUESTS, b"")
                 .unwrap_err()
                 .is_transient()
         );
-        let e = interpret(StatusCode::BAD_REQUEST, b"nope").unwrap_err();
+        let e = answer(StatusCode::BAD_REQUEST, b"nope").unwrap_err();
         assert!(!e.is_transient() && !e.is_credential());
     }
 
     #[test]
+    fn the_message_says_the_status_and_what_volt_said() {
+        let e = answer(
+            StatusCode::OK,
+            br#"{"errors":[{"message":"invalid url"},{"message":"use https"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Volt refused the registration: HTTP 200: invalid url; use https"
+        );
+        let e = answer(StatusCode::BAD_GATEWAY, b"  <html>bad gateway</html>\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Volt API unavailable: HTTP 502: <html>bad gateway</html>"
+        );
+        let e = answer(StatusCode::SERVICE_UNAVAILABLE, b"").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Volt API unavailable: HTTP 503: (empty body)"
+        );
+    }
+
+    #[test]
+    fn a_token_volt_echoes_is_redacted() {
+        let errors = format!(r#"{{"errors":[{{"message":"invalid token {TOKEN}"}}]}}"#);
+        let body = format!("token {TOKEN} expired");
+        for (status, body) in [
+            (StatusCode::OK, errors.as_bytes()),
+            (StatusCode::UNAUTHORIZED, body.as_bytes()),
+            (StatusCode::BAD_GATEWAY, body.as_bytes()),
+        ] {
+            let e = answer(status, body).unwrap_err();
+            let text = e.to_string();
+            assert!(!text.contains(TOKEN), "{text}");
+            assert!(text.contains("[redacted]"), "{text}");
+        }
+    }
+
+    #[test]
     fn numeric_id_is_kept_as_text() {
-        let w = interpret(
+        let w = answer(
             StatusCode::OK,
             br#"{"data":{"registerWebhook":{"id":7,"url":"u"}}}"#,
         );
@@ -274,7 +361,7 @@ mod tests {
 
     #[test]
     fn missing_data_is_an_error_not_a_panic() {
-        assert!(interpret(StatusCode::OK, b"{}").is_err());
-        assert!(interpret(StatusCode::OK, b"").is_err());
+        assert!(answer(StatusCode::OK, b"{}").is_err());
+        assert!(answer(StatusCode::OK, b"").is_err());
     }
 }

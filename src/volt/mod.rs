@@ -6,4 +6,4 @@ pub mod registration;
 pub mod signature;
 pub mod token;
 
-pub use client::{VoltClient, VoltError};
+pub use client::{VoltAnswer, VoltClient, VoltError, VoltSaid};

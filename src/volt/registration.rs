@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{VoltClient, VoltError};
 use crate::backoff::Backoff;
 use crate::config::{RegisterMode, Settings};
+use crate::error_chain::ErrorChain;
 use crate::store::{Role, RoleLock, Store, StoreError};
 use crate::webhook::Webhook;
 
@@ -126,7 +127,7 @@ pub async fn register_with_retry(
                     attempt,
                     max_attempts = policy.attempts,
                     retry_in_ms = delay.as_millis() as u64,
-                    error = %e,
+                    error = %ErrorChain(&e),
                     "Registration with Volt failed; will retry"
                 );
                 on_retry(attempt, &e, delay);
@@ -210,7 +211,7 @@ pub async fn hold_registration(store: Store, mut role: RoleLock, stop: Cancellat
             if let Err(e) = role.check().await {
                 held = false;
                 tracing::warn!(
-                    error = %e,
+                    error = %ErrorChain(&e),
                     "Lost the registration lock: its database session ended, so a voltd \
                      instance that starts now registers with Volt again. Taking it back when free"
                 );

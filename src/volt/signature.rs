@@ -42,8 +42,8 @@ const URL_SAFE_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(
-        "cannot read the Volt public key file {}: {source}; save Volt's published id_rsa.pub \
-         there, readable by voltd",
+        "cannot read the Volt public key file {} (save Volt's published id_rsa.pub there, \
+         readable by voltd)",
         path.display()
     )]
     Read {
@@ -51,7 +51,7 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the Volt public key file {} is unusable: {source}", path.display())]
+    #[error("the Volt public key file {} is unusable", path.display())]
     InFile {
         path: PathBuf,
         #[source]
@@ -589,6 +589,10 @@ MCowBQYDK2VwAyEAK/AytGAzBCLt/BNzwcz37QwGSXJLeaiLbySgCWac8NY=
         let error = VoltPublicKey::from_file(&garbage).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("garbage.pub"), "{message}");
+        assert!(
+            !message.contains("not RSA"),
+            "the source says the cause: {message}"
+        );
         let cause = std::error::Error::source(&error)
             .expect("the parse error")
             .to_string();
