@@ -71,8 +71,10 @@ pub(super) fn check_url(url: &str) -> Result<(), InvalidPostgresUrl> {
     if parsed.fragment().is_some() {
         return Err(invalid("it contains '#'".into()));
     }
-    PgConnectOptions::from_str(url)
-        .map_err(|e| invalid(e.to_string().replace("error with configuration: ", "")))?;
+    PgConnectOptions::from_str(url).map_err(|e| match e {
+        sqlx::Error::Configuration(problem) => invalid(problem.to_string()),
+        other => invalid(other.to_string()),
+    })?;
     Ok(())
 }
 
