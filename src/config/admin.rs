@@ -12,7 +12,7 @@ const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
     pub enabled: bool,
-    /// Unset means [`DEFAULT_LISTEN`], where a port already taken only costs the admin
+    /// Unset means `DEFAULT_LISTEN`, where a port already taken only costs the admin
     /// endpoints, so that a second instance on one machine still receives events.
     #[serde(
         deserialize_with = "fields::optional_socket_addr",

@@ -103,7 +103,7 @@ pub fn run_on_own_thread(
 
 /// Run until `stop`. With several instances on one PostgreSQL store only the one holding
 /// the forwarding role works through the outbox; the others stand by and take over within
-/// [`ROLE_RETRY`] when it stops. (SQLite has one instance, which always holds the role.)
+/// `ROLE_RETRY` when it stops. (SQLite has one instance, which always holds the role.)
 pub async fn run(
     store: Store,
     sinks: Vec<ForwardSettings>,

@@ -34,7 +34,7 @@ pub enum DeliveryError {
         #[source]
         source: RequestFailure,
     },
-    /// `body` is the start of the answer, at most [`ERROR_KEEP_BYTES`].
+    /// `body` is the start of the answer, at most `ERROR_KEEP_BYTES`.
     #[error("POST to {origin} answered HTTP {}: {body}", status.as_u16())]
     Status {
         origin: String,
@@ -55,7 +55,7 @@ pub enum DeliveryError {
         #[source]
         source: std::io::Error,
     },
-    /// `stderr` is the start of what the command wrote there, at most [`ERROR_KEEP_BYTES`].
+    /// `stderr` is the start of what the command wrote there, at most `ERROR_KEEP_BYTES`.
     #[error("{} {status}: {stderr}", program.display())]
     Exited {
         program: PathBuf,

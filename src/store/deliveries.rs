@@ -41,7 +41,7 @@ pub struct DeliveryRecord {
     pub status: String,
     #[sqlx(try_from = "i64")]
     pub attempts: u32,
-    /// Only a pending delivery has one (see [`SELECT_DELIVERY`]).
+    /// Only a pending delivery has one (see `SELECT_DELIVERY`).
     pub next_attempt_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

@@ -2,7 +2,7 @@
 //! several instances).
 //!
 //! Reads go through a small connection pool; all event writes go through one writer task
-//! ([`writer`]) that commits whatever has queued as one transaction, so one fsync covers many
+//! (`writer.rs`) that commits whatever has queued as one transaction, so one fsync covers many
 //! events without delaying a lone one.
 
 mod backend;
