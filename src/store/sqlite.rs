@@ -41,6 +41,23 @@ pub(super) async fn writer(pool: &SqlitePool) -> Result<SqliteConnection, StoreE
     Ok(pool.connect_options().connect().await?)
 }
 
+/// A commit that changes nothing: `user_version` (which voltd does not use) written back as
+/// it is. That dirties the database header, so the commit really appends to the WAL and
+/// syncs, and it fails as an event would on a read-only file, a locked database or a full
+/// disk, without a table of its own. Rejected: a rolled-back write, which never reaches the
+/// disk, and an INSERT of no rows, which writes nothing either.
+pub(super) async fn probe(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PRAGMA user_version = {version}"
+    )))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The forwarding outbox's own connection. It commits with `synchronous = NORMAL`: no fsync
 /// per commit, so the write lock is released at once for the event writer. WAL keeps every
 /// commit atomic; a power cut can only roll back the latest outcomes or queued deliveries
