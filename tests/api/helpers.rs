@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::TestWriter;
 use voltd::config::{Backend, LogFormat, Settings};
 use voltd::event::StoredEvent;
-use voltd::ops::telemetry;
+use voltd::ops::telemetry::{self, LibraryLogLimit};
 use voltd::startup::Application;
 use voltd::store::{EventFilter, Store};
 use voltd::testing::postgres::Schema;
@@ -304,9 +304,16 @@ fn init_test_logging() {
                 LogFormat::Text,
                 TestWriter::new(),
                 false,
+                LibraryLogLimit::default(),
             )
         } else {
-            telemetry::get_subscriber(EnvFilter::new("off"), LogFormat::Text, std::io::sink, false)
+            telemetry::get_subscriber(
+                EnvFilter::new("off"),
+                LogFormat::Text,
+                std::io::sink,
+                false,
+                LibraryLogLimit::default(),
+            )
         };
         telemetry::init_subscriber(subscriber);
     });
