@@ -77,9 +77,9 @@ pub fn init_subscriber(subscriber: impl Subscriber + Send + Sync + 'static) {
     drop(subscriber.try_init());
 }
 
-/// The limit on the libraries' warnings and errors: one line per target and level per
-/// [`LIBRARY_LOG_INTERVAL`]. voltd's own lines pass: those a client can cause have limits
-/// of their own, with their kind in the message. Cheap to clone.
+/// The limit on the libraries' warnings and errors: one line per target and level per 10 s.
+/// voltd's own lines pass: those a client can cause have limits of their own, with their
+/// kind in the message. Cheap to clone.
 ///
 /// Rejected: turning the libraries' targets off, which would also hide what only they can
 /// say (a worker that died, a socket that cannot be registered).
@@ -104,8 +104,8 @@ impl<S: Subscriber> Layer<S> for LibraryLogLimit {
     }
 }
 
-/// Every [`LIBRARY_LOG_INTERVAL`] until `stop`, one line for each library target and level
-/// whose lines were held back, with how many.
+/// Every 10 s until `stop`, one line for each library target and level whose lines were
+/// held back, with how many.
 pub async fn report_held_back(limit: LibraryLogLimit, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(LIBRARY_LOG_INTERVAL);
     ticker.tick().await;

@@ -15,7 +15,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// A commit (or check) still running after this long counts as the store not answering.
 /// Commits take milliseconds (bench/RESULTS.md: at most about 0.1 s under load); two seconds
 /// of silence is a database that hangs, well before the writer's own timeouts give up.
-pub const STALL_AFTER: Duration = Duration::from_secs(2);
+const STALL_AFTER: Duration = Duration::from_secs(2);
 
 /// The store's health as the writer reports it. Cheap to clone; starts healthy (start-up has
 /// just committed a check).
@@ -70,7 +70,7 @@ impl Default for StoreHealth {
 }
 
 impl StoreHealth {
-    /// `Ok` while the last commit succeeded and none has been running for [`STALL_AFTER`].
+    /// `Ok` while the last commit succeeded and none has been running for 2 s.
     pub fn check(&self) -> Result<(), StoreProblem> {
         self.check_at(Instant::now())
     }

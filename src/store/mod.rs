@@ -37,7 +37,7 @@ pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
     EventSelection, FollowPosition, Outbox,
 };
-pub use health::{STALL_AFTER, StoreHealth, StoreProblem};
+pub use health::{StoreHealth, StoreProblem};
 pub use postgres::InvalidPostgresUrl;
 pub use queries::EventFilter;
 pub use writer::{CommitObserver, EventWriter, WriteError, WriterTask};

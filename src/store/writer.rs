@@ -176,7 +176,8 @@ impl Writer {
                     jobs.close();
                     continue;
                 }
-                () = &mut check => {
+                // Once stopping, only the queue matters: no check may delay the last commits.
+                () = &mut check, if !jobs.is_closed() => {
                     self.check().await;
                     check.as_mut().reset(tokio::time::Instant::now() + self.check_interval());
                     continue;

@@ -135,7 +135,7 @@ pub struct RetryPolicy {
 }
 
 /// Call `registerWebhook` until it succeeds, fails permanently, or the attempts run out
-/// (or `api.url` refused the connection [`REFUSALS_BEFORE_GIVING_UP`] times in a row).
+/// (or `api.url` refused the connection three times in a row).
 /// `on_retry(attempt, error, delay)` is told about every failed attempt that will be retried.
 pub async fn register_with_retry(
     client: &VoltClient,
