@@ -12,7 +12,7 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::failure::is_event_failure;
+use super::failure::is_store_failure;
 use super::health::StoreHealth;
 use super::{postgres, sqlite};
 use crate::error_chain::ErrorChain;
@@ -245,7 +245,7 @@ impl Writer {
             }
             Err(e) => e,
         };
-        if !is_event_failure(&batch_error) {
+        if is_store_failure(&batch_error) {
             self.store_failed(&batch_error);
             if let Some(held_back) = self.log.batches.permit() {
                 tracing::error!(
@@ -287,7 +287,7 @@ impl Writer {
                     Ok(outcomes.remove(0))
                 }
                 Err(e) => {
-                    if !is_event_failure(&e) {
+                    if is_store_failure(&e) {
                         store_failing = true;
                         self.store_failed(&e);
                     }
