@@ -97,7 +97,7 @@ impl StoreHealth {
         Ok(())
     }
 
-    pub fn is_failing(&self) -> bool {
+    pub(super) fn is_failing(&self) -> bool {
         self.0.failing.load(Ordering::Acquire)
     }
 

@@ -255,12 +255,6 @@ impl Store {
         Ok(writer::start(conn, queue_capacity, max_batch, on_commit))
     }
 
-    /// A cheap round trip proving the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
-        Ok(())
-    }
-
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
     }
