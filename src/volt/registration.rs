@@ -100,13 +100,13 @@ pub enum RegistrationError {
         #[source]
         source: VoltError,
     },
+    /// The source's message names the URL.
     #[error(
-        "registration with Volt failed: nothing accepts connections at api.url ({api_url}), \
-         refused {attempts} times in a row; check that api.url is Volt's GraphQL endpoint \
-         (its host name and port) and any proxy or firewall between this host and Volt"
+        "registration with Volt failed: nothing accepts connections at api.url, refused \
+         {attempts} times in a row; check that api.url is Volt's GraphQL endpoint (its scheme, \
+         host name and port)"
     )]
     NothingListening {
-        api_url: Url,
         attempts: u32,
         #[source]
         source: VoltError,
@@ -165,7 +165,6 @@ pub async fn register_with_retry(
             }
             e if refusals >= REFUSALS_BEFORE_GIVING_UP => {
                 return Err(RegistrationError::NothingListening {
-                    api_url: api_url(),
                     attempts: refusals,
                     source: e,
                 });

@@ -94,8 +94,9 @@ async fn a_refused_api_url_fails_after_a_few_attempts_and_names_it() {
     assert_eq!(log.matches("will retry").count(), 2, "{log}");
     assert!(
         log.contains(&format!(
-            "nothing accepts connections at api.url ({api_url}), refused 3 times in a row; \
-             check that api.url is Volt's GraphQL endpoint"
+            "nothing accepts connections at api.url, refused 3 times in a row; check that \
+             api.url is Volt's GraphQL endpoint (its scheme, host name and port): Volt API \
+             unavailable: the request to {api_url} failed"
         )),
         "{log}"
     );
