@@ -10,7 +10,7 @@
 //!    imports nothing else of voltd. The domain: [`event`] (an event as received and as
 //!    stored, its signature verdict, its dedup key) and [`webhook`] (what Volt answered to a
 //!    registration). Small helpers that know nothing of voltd: [`backoff`], [`error_chain`],
-//!    [`log_limit`], [`request_failure`].
+//!    [`log_limit`], [`printable`], [`request_failure`].
 //! 2. **Storage and Volt.** [`store`]: SQLite or PostgreSQL behind one set of queries, the
 //!    group-commit event writer, the forwarding outbox, instance roles and retention; it knows
 //!    no HTTP and no sinks. [`volt`]: the GraphQL client (which stores nothing), the token,
@@ -39,6 +39,7 @@ pub mod event;
 pub mod forward;
 pub mod log_limit;
 pub mod ops;
+pub mod printable;
 pub mod receiver;
 pub mod request_failure;
 pub mod startup;

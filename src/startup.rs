@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use anyhow::Context;
@@ -19,7 +20,7 @@ use crate::ops::{systemd, watchdog};
 use crate::receiver::signatures::SignatureCheck;
 use crate::receiver::tls::{self, ReloadableCert};
 use crate::receiver::{self, Receiver};
-use crate::store::{Store, WriterTask, retention};
+use crate::store::{OpenRetry, Store, WriterTask, retention};
 use crate::volt::registration::{self, Progress, RegistrationStatus};
 
 /// A daemon whose store is open and whose listeners are bound and serving.
@@ -75,7 +76,12 @@ impl Application {
                 "Checking Volt signatures"
             );
         }
-        let store = Store::open(&settings.storage.url).await?;
+        let store = Store::open_patiently(
+            &settings.storage.url,
+            settings.storage.startup_retry,
+            report_store_wait,
+        )
+        .await?;
         store.migrate().await?;
         crate::forward::prepare(&store, &settings.forward).await?;
         let metrics = Metrics::new();
@@ -90,7 +96,6 @@ impl Application {
             )
             .await?;
         let admin_state = AdminState {
-            store: store.clone(),
             writer: writer.clone(),
             metrics: metrics.clone(),
             registration: RegistrationStatus::default(),
@@ -257,6 +262,31 @@ impl Application {
         tracing::info!("Stopped");
         result
     }
+}
+
+/// The longest one attempt to open the database takes (connecting, then the pool's first
+/// connection, each within PostgreSQL's 10 s answer timeout), for systemd's start timeout.
+const STORE_ATTEMPT_TIME: Duration = Duration::from_secs(30);
+
+/// A database not reachable yet at start-up: said in the log and systemd's status line, and
+/// systemd is asked for more start-up time, as registration does.
+fn report_store_wait(retry: OpenRetry<'_>) {
+    tracing::warn!(
+        attempt = retry.attempt,
+        retry_in_ms = retry.delay.as_millis() as u64,
+        error = %ErrorChain(retry.error),
+        "Cannot reach the database yet; will retry (storage.startup_retry_secs)"
+    );
+    let mut cause: &dyn std::error::Error = retry.error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let cause: String = cause.to_string().chars().take(120).collect();
+    systemd::status(&format!(
+        "waiting for the database, attempt {}: {cause}",
+        retry.attempt + 1
+    ));
+    systemd::extend_start_timeout(retry.delay + STORE_ATTEMPT_TIME);
 }
 
 /// Registration's progress in the metrics and in systemd's status line; while it retries,

@@ -1,27 +1,10 @@
 //! Text for people: event bodies and delivery errors come from outside, so a control
 //! character in them (ESC, newline, backspace) must not reach the terminal as itself.
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, Utc};
 
 use crate::event::StoredEvent;
-
-/// `text` with every control character replaced by its Rust escape (`\n`, `\u{1b}`).
-pub fn visible(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return Cow::Borrowed(text);
-    }
-    let mut shown = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            shown.extend(c.escape_default());
-        } else {
-            shown.push(c);
-        }
-    }
-    Cow::Owned(shown)
-}
+pub use crate::printable::visible;
 
 /// A field that may be absent, shown as `-` then.
 pub fn field(value: Option<&str>) -> String {
@@ -72,13 +55,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_characters_are_escaped_and_the_rest_kept() {
-        assert_eq!(visible("plain text, café ✓"), "plain text, café ✓");
-        assert_eq!(
-            visible("red\u{1b}[31m\nline\r\u{7}\t\u{9b}"),
-            "red\\u{1b}[31m\\nline\\r\\u{7}\\t\\u{9b}"
-        );
-        assert!(matches!(visible("clean"), Cow::Borrowed(_)));
+    fn absent_fields_are_a_dash_and_present_ones_visible() {
         assert_eq!(field(None), "-");
         assert_eq!(field(Some("a\nb")), "a\\nb");
     }

@@ -231,12 +231,15 @@ mod tests {
 
     #[test]
     fn credential_and_configuration_errors_exit_78() {
-        let refused = RegistrationError::Refused(VoltError::Unauthorized {
-            answer: crate::volt::VoltAnswer {
-                status: actix_web::http::StatusCode::UNAUTHORIZED,
-                said: crate::volt::VoltSaid::Body(String::new()),
+        let refused = RegistrationError::Refused {
+            api_url: "https://volt.example/graphql".parse().unwrap(),
+            source: VoltError::Unauthorized {
+                answer: crate::volt::VoltAnswer {
+                    status: actix_web::http::StatusCode::UNAUTHORIZED,
+                    said: crate::volt::VoltSaid::Body(String::new()),
+                },
             },
-        });
+        };
         assert_eq!(exit_code(&refused.into()), EXIT_CONFIG);
         let no_certificate = TlsError::NoCertificate {
             path: "cert.pem".into(),

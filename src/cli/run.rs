@@ -12,7 +12,7 @@ use crate::volt::registration::register_and_record;
 
 /// Run the daemon with the Volt API `token` (read by the caller before anything starts).
 pub async fn daemon(settings: Settings, token: Option<SecretString>) -> anyhow::Result<()> {
-    telemetry::init(settings.log.level.as_str(), settings.log.format);
+    let library_log_limit = telemetry::init(settings.log.level.as_str(), settings.log.format);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %settings.source.display(),
@@ -25,6 +25,7 @@ pub async fn daemon(settings: Settings, token: Option<SecretString>) -> anyhow::
     let int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
     let stop = CancellationToken::new();
     actix_web::rt::spawn(stop_on_signal(term, int, stop.clone()));
+    actix_web::rt::spawn(telemetry::report_held_back(library_log_limit, stop.clone()));
     let app = Application::build(settings, token).await?;
     app.run_until_stopped(stop).await
 }
@@ -46,6 +47,7 @@ async fn stop_on_signal(mut term: Signal, mut int: Signal, stop: CancellationTok
 
 /// Call `registerWebhook` for `server.public_url`, print the result, record it.
 pub async fn register_once(settings: Settings, token: SecretString) -> anyhow::Result<()> {
+    // One call to Volt: too short for held-back library lines to need reporting.
     telemetry::init(settings.log.level.as_str(), settings.log.format);
     let store = super::open_store(&settings).await?;
     let result = register_and_record(&settings, &store, token, |_, _, _| {}).await;

@@ -24,6 +24,10 @@ pub struct StorageSettings {
     /// Events older than this are deleted; `None` (`retention_days = 0`) keeps everything.
     #[serde(rename = "retention_days", with = "retention_days")]
     pub retention: Option<Duration>,
+    /// How long `voltd run` keeps trying a database it cannot reach at start-up; zero tries
+    /// once.
+    #[serde(rename = "startup_retry_secs", with = "fields::secs")]
+    pub startup_retry: Duration,
 }
 
 impl Default for StorageSettings {
@@ -33,6 +37,7 @@ impl Default for StorageSettings {
             queue_capacity: 8192,
             max_batch: 512,
             retention: None,
+            startup_retry: Duration::from_secs(60),
         }
     }
 }

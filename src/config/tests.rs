@@ -45,6 +45,7 @@ fn defaults_apply_under_a_minimal_file() {
     assert_eq!(s.storage.queue_capacity, 8192);
     assert_eq!(s.storage.max_batch, 512);
     assert_eq!(s.storage.retention, None);
+    assert_eq!(s.storage.startup_retry, Duration::from_secs(60));
     assert_eq!(s.admin.address().unwrap().to_string(), "127.0.0.1:9090");
     assert!(!s.admin.is_explicit());
     assert_eq!(s.verify.effective_mode(), VerifyMode::Off);

@@ -75,6 +75,7 @@ pub struct Metrics {
     commit_seconds: Histogram,
     batch_events: Histogram,
     queue_depth: Gauge,
+    store_healthy: Gauge,
     registration_attempts: Family<OutcomeLabel, Counter>,
     registration_state: Family<StateLabel, Gauge>,
     deliveries: Family<SinkOutcomeLabel, Counter>,
@@ -122,6 +123,12 @@ impl Metrics {
             "store_queue_depth",
             "Events waiting to be committed",
             queue_depth.clone(),
+        );
+        let store_healthy = Gauge::default();
+        registry.register(
+            "store_healthy",
+            "1 while the store commits; 0 while commits fail or stall (as /readyz reports)",
+            store_healthy.clone(),
         );
         let registration_attempts = Family::<OutcomeLabel, Counter>::default();
         registry.register(
@@ -175,6 +182,7 @@ impl Metrics {
             commit_seconds,
             batch_events,
             queue_depth,
+            store_healthy,
             registration_attempts,
             registration_state,
             deliveries,
@@ -252,6 +260,11 @@ impl Metrics {
         self.delivery_oldest_seconds.set(oldest_seconds);
     }
 
+    /// Whether the store commits, as `/readyz` judges it; sampled before each [`Self::render`].
+    pub fn set_store_healthy(&self, healthy: bool) {
+        self.store_healthy.set(i64::from(healthy));
+    }
+
     /// The Prometheus text exposition, with the queue depth and registration state sampled
     /// now.
     pub fn render(&self, queue_depth: usize, registration: RegistrationState) -> String {
@@ -281,6 +294,7 @@ mod tests {
         metrics.event_stored(Some("message.received"), false);
         metrics.event_stored(Some("attacker.invented"), true);
         metrics.rejected(Rejection::size);
+        metrics.set_store_healthy(false);
         let text = metrics.render(3, RegistrationState::Registered);
         assert!(
             text.contains(r#"voltd_events_received_total{event_type="message.received"} 1"#),
@@ -301,5 +315,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("voltd_store_queue_depth 3"), "{text}");
+        assert!(text.contains("voltd_store_healthy 0"), "{text}");
     }
 }

@@ -28,8 +28,9 @@ use tls::ReloadableCert;
 use crate::config::{ServerSettings, VerifyMode};
 use crate::error_chain::ErrorChain;
 use crate::event::{NewEvent, StoreOutcome, Verdict};
-use crate::log_limit::LogLimiter;
+use crate::log_limit::{LogLimiter, LogLimiterByKind};
 use crate::ops::metrics::{Metrics, Rejection};
+use crate::printable::visible_start;
 use crate::store::{EventWriter, WriteError};
 use crate::volt::signature::{self, SIGNATURE_HEADER};
 pub use extract::extract;
@@ -38,6 +39,14 @@ pub use extract::extract;
 const RETRY_AFTER_SECS: &str = "1";
 /// At most one refusal warning per reason in this interval; the rest are counted.
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// After an answer to a request whose body was not read to its end (408, 413), how long the
+/// connection may linger, its input read and discarded, before it is closed; also the most a
+/// TLS close may take. Lingering lets the answer reach a client that is still sending
+/// (closing at once would reset the connection and could destroy the answer), but a client
+/// that stalls must not hold the connection long after its answer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much of a refused request's path a log line shows.
+const LOGGED_PATH_CHARS: usize = 100;
 
 /// What the endpoint needs, shared by all workers.
 pub struct Receiver {
@@ -46,8 +55,9 @@ pub struct Receiver {
     verify: SignatureCheck,
     max_body_bytes: usize,
     body_timeout: Duration,
-    refusals: LogLimiter,
+    refusals: LogLimiterByKind<Rejection>,
     unverified: LogLimiter,
+    unrecognised: LogLimiter,
 }
 
 impl Receiver {
@@ -64,18 +74,34 @@ impl Receiver {
             verify,
             max_body_bytes,
             body_timeout,
-            refusals: LogLimiter::new(WARNING_INTERVAL),
+            refusals: LogLimiterByKind::new(WARNING_INTERVAL),
             unverified: LogLimiter::new(WARNING_INTERVAL),
+            unrecognised: LogLimiter::new(WARNING_INTERVAL),
         }
     }
 
-    /// Count a refusal and log it at WARN, rate-limited so a flood cannot flood the journal.
+    /// Count a refusal and log it at WARN, at most once per interval for each reason, so a
+    /// flood cannot flood the journal nor hide a refusal of another kind.
     fn refuse(&self, error: ReceiveError, reason: Rejection, detail: &str) -> ReceiveError {
         self.metrics.rejected(reason);
-        if let Some(suppressed) = self.refusals.permit() {
+        if let Some(suppressed) = self.refusals.permit(reason) {
             tracing::warn!(?reason, suppressed, "Refused a webhook request: {detail}");
         }
         error
+    }
+
+    /// An event the store could not commit: counted, and logged as an error with the same
+    /// limit as a refusal (a full disk would otherwise log a line for every request).
+    fn not_stored(&self, error: &WriteError) -> ReceiveError {
+        self.metrics.rejected(Rejection::store);
+        if let Some(suppressed) = self.refusals.permit(Rejection::store) {
+            tracing::error!(
+                error = %ErrorChain(error),
+                suppressed,
+                "Event not stored; answering 503"
+            );
+        }
+        ReceiveError::Unavailable
     }
 }
 
@@ -105,7 +131,7 @@ pub fn serve(
     })
     // A slow or silent client holds only its own connection, and only this long.
     .client_request_timeout(settings.request_timeout)
-    .client_disconnect_timeout(Duration::from_secs(5))
+    .client_disconnect_timeout(CLOSE_TIMEOUT)
     .max_connections(per_worker(settings.max_connections));
     let server = match tls {
         Some(cert) => server.listen_rustls_0_23(listener, cert.server_config()?),
@@ -173,6 +199,11 @@ impl ResponseError for ReceiveError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
+        // The rest of the body was never read: the connection cannot carry another request,
+        // and a slow sender must not hold it open after its answer.
+        if matches!(self, Self::Timeout | Self::TooLarge) {
+            response.force_close();
+        }
         match self {
             Self::Unavailable => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
@@ -297,20 +328,19 @@ async fn receive(
             Rejection::backpressure,
             "write queue full; answering 503",
         ),
-        _ => {
-            tracing::error!(error = %ErrorChain(&e), "Event not stored; answering 503");
-            receiver.metrics.rejected(Rejection::store);
-            ReceiveError::Unavailable
-        }
+        _ => receiver.not_stored(&e),
     })?;
     receiver
         .metrics
         .event_stored(event_type.as_deref(), outcome.is_duplicate());
-    if !is_json || event_type.is_none() {
+    if (!is_json || event_type.is_none())
+        && let Some(suppressed) = receiver.unrecognised.permit()
+    {
         tracing::warn!(
             id = outcome.id(),
             bytes,
             is_json,
+            suppressed,
             "Event has no recognisable Volt fields; stored raw"
         );
     }
@@ -335,18 +365,24 @@ fn stored_response(outcome: StoreOutcome) -> HttpResponse {
     })
 }
 
-async fn not_found(receiver: web::Data<Receiver>) -> HttpResponse {
+async fn not_found(request: HttpRequest, receiver: web::Data<Receiver>) -> HttpResponse {
+    let path = visible_start(request.path(), LOGGED_PATH_CHARS);
     receiver
-        .refuse(ReceiveError::NotFound, Rejection::path, "unknown path")
+        .refuse(
+            ReceiveError::NotFound,
+            Rejection::path,
+            &format!("unknown path {path}"),
+        )
         .error_response()
 }
 
-async fn method_not_allowed(receiver: web::Data<Receiver>) -> HttpResponse {
+async fn method_not_allowed(request: HttpRequest, receiver: web::Data<Receiver>) -> HttpResponse {
+    let method = visible_start(request.method().as_str(), LOGGED_PATH_CHARS);
     receiver
         .refuse(
             ReceiveError::MethodNotAllowed,
             Rejection::method,
-            "method other than POST",
+            &format!("method {method} instead of POST"),
         )
         .error_response()
 }

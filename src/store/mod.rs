@@ -8,6 +8,8 @@
 mod backend;
 mod coordination;
 mod deliveries;
+mod failure;
+mod health;
 mod postgres;
 mod queries;
 pub mod retention;
@@ -16,9 +18,18 @@ mod sqlite;
 pub(crate) mod test_db;
 mod writer;
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use backend::{Pool, on_pool};
 
-use crate::config::Backend;
+use crate::backoff::Backoff;
+use crate::config::{Backend, redacted_url};
+
+/// Waits between attempts to open an unreachable database at start-up: short at first (a
+/// server finishing its start), never long, so voltd is up soon after its database.
+const OPEN_RETRY_INITIAL: Duration = Duration::from_millis(500);
+const OPEN_RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub use backend::Timestamp;
 pub use coordination::{Role, RoleLock};
@@ -26,6 +37,7 @@ pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
     EventSelection, FollowPosition, Outbox,
 };
+pub use health::{StoreHealth, StoreProblem};
 pub use postgres::InvalidPostgresUrl;
 pub use queries::EventFilter;
 pub use writer::{CommitObserver, EventWriter, WriteError, WriterTask};
@@ -59,6 +71,25 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error(
+        "cannot write to the store at {url} (check that the voltd user may write to the \
+         database file and its directory and that the disk is not full; with PostgreSQL, that \
+         the server is not a read-only standby and the user may insert into the events table)"
+    )]
+    NotWritable {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "the database could not be reached within {} s of start-up (storage.startup_retry_secs)",
+        .waited.as_secs()
+    )]
+    Unreachable {
+        waited: Duration,
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("storage.url {url:?} is not a valid database URL")]
     Url {
         url: String,
@@ -75,10 +106,34 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// Whether opening failed because the database cannot be reached yet, which waiting may
+    /// cure; a malformed URL, a wrong password or a missing database will not change by itself.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Open { source, .. } | Self::Connect { source, .. } => {
+                failure::is_unreachable(source)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What [`Store::open_patiently`] reports before it waits to try again.
+#[derive(Debug)]
+pub struct OpenRetry<'a> {
+    /// The attempt that failed, from 1.
+    pub attempt: u32,
+    pub error: &'a StoreError,
+    pub delay: Duration,
+}
+
 /// The event store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// `storage.url` with any password redacted, for messages.
+    url: Arc<str>,
 }
 
 impl Store {
@@ -95,12 +150,57 @@ impl Store {
         Self::connect(url, false).await
     }
 
+    /// Open as [`Store::open`] does, trying again with backoff for up to `patience` while
+    /// the database cannot be reached (PostgreSQL still starting after a reboot, an SQLite
+    /// file on a disk not mounted yet). `on_retry` is told before each wait.
+    pub async fn open_patiently(
+        url: &str,
+        patience: Duration,
+        mut on_retry: impl FnMut(OpenRetry<'_>),
+    ) -> Result<Self, StoreError> {
+        let started = Instant::now();
+        let backoff = Backoff {
+            initial: OPEN_RETRY_INITIAL,
+            max: OPEN_RETRY_MAX,
+        };
+        let mut attempt = 1;
+        loop {
+            let error = match Self::open(url).await {
+                Ok(store) => return Ok(store),
+                Err(e) if e.is_unreachable() => e,
+                Err(e) => return Err(e),
+            };
+            let waited = started.elapsed();
+            let delay = backoff.delay(attempt).min(patience.saturating_sub(waited));
+            if delay.is_zero() {
+                return Err(if attempt == 1 {
+                    error
+                } else {
+                    StoreError::Unreachable {
+                        waited,
+                        source: Box::new(error),
+                    }
+                });
+            }
+            on_retry(OpenRetry {
+                attempt,
+                error: &error,
+                delay,
+            });
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
     async fn connect(url: &str, create: bool) -> Result<Self, StoreError> {
         let pool = match Backend::of_url(url) {
             Some(Backend::Postgres) => Pool::Postgres(postgres::open(url).await?),
             _ => Pool::Sqlite(sqlite::open(url, create).await?),
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            url: redacted_url(url).into(),
+        })
     }
 
     /// Check `url` as [`Store::open`] would read it, opening nothing, so that a malformed URL
@@ -130,25 +230,29 @@ impl Store {
     }
 
     /// Start the single writer task. Events are submitted through the returned handle.
+    ///
+    /// The writer's connection first commits a check: a database that answers but cannot
+    /// write (a read-only file, a standby server) must stop start-up, rather than answer every
+    /// event 503 while looking alive.
     pub async fn start_writer(
         &self,
         queue_capacity: usize,
         max_batch: usize,
         on_commit: CommitObserver,
     ) -> Result<(EventWriter, WriterTask), StoreError> {
-        let conn = match &self.pool {
+        let mut conn = match &self.pool {
             Pool::Sqlite(pool) => writer::WriteConnection::Sqlite(sqlite::writer(pool).await?),
             Pool::Postgres(pool) => {
                 writer::WriteConnection::Postgres(postgres::writer(pool).await?)
             }
         };
+        conn.probe()
+            .await
+            .map_err(|source| StoreError::NotWritable {
+                url: self.url.to_string(),
+                source,
+            })?;
         Ok(writer::start(conn, queue_capacity, max_batch, on_commit))
-    }
-
-    /// A cheap round trip proving the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
-        Ok(())
     }
 
     pub async fn close(&self) {

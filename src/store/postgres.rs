@@ -129,20 +129,59 @@ impl PgWriter {
         keys: &[Option<String>],
         rows: &[usize],
     ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let conn = connect_writer(&self.pool).await?;
-                tracing::info!("Reconnected the event writer to PostgreSQL");
-                self.conn.insert(conn)
-            }
-        };
+        let conn = self.connection().await?;
         let result = within("commit the batch", store_distinct(conn, events, keys, rows)).await;
-        if result.is_err() && within("answer a ping", conn.ping()).await.is_err() {
+        self.forget_if_broken(result.is_err()).await;
+        result
+    }
+
+    /// A commit that changes nothing, proving that the server takes writes from voltd: an
+    /// INSERT of no rows is refused by a read-only server (a standby, or
+    /// `default_transaction_read_only`) and without the privilege, and `txid_current()` makes
+    /// the transaction write and flush a commit record. Neither alone would do: the INSERT
+    /// writes nothing, and `txid_current()` is allowed in read-only transactions.
+    pub(super) async fn probe(&mut self) -> Result<(), sqlx::Error> {
+        const PROBE: &str = "WITH nothing AS (INSERT INTO events (body) SELECT body FROM events \
+            WHERE false RETURNING id) SELECT txid_current()";
+        let conn = self.connection().await?;
+        let result = within("commit a check", sqlx::query(PROBE).execute(&mut *conn)).await;
+        self.forget_if_broken(result.is_err()).await;
+        result.map(drop)
+    }
+
+    /// Whether the writer's connection still answers; opened again when it does not.
+    pub(super) async fn check(&mut self) -> Result<(), sqlx::Error> {
+        let conn = self.connection().await?;
+        let result = within("answer a ping", conn.ping()).await;
+        if result.is_err() {
             tracing::warn!("The event writer's PostgreSQL connection is broken; reconnecting");
             self.conn = None;
         }
         result
+    }
+
+    /// The open connection, or a new one when the last broke.
+    async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let conn = connect_writer(&self.pool).await?;
+                tracing::info!("Reconnected the event writer to PostgreSQL");
+                conn
+            }
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    /// After a failure, drop the connection when it no longer answers, so the next batch
+    /// opens a new one.
+    async fn forget_if_broken(&mut self, failed: bool) {
+        if let (true, Some(conn)) = (failed, &mut self.conn)
+            && within("answer a ping", conn.ping()).await.is_err()
+        {
+            tracing::warn!("The event writer's PostgreSQL connection is broken; reconnecting");
+            self.conn = None;
+        }
     }
 
     pub(super) async fn close(self) -> Result<(), sqlx::Error> {

@@ -1,6 +1,8 @@
 //! What only SQLite needs: opening the file, and storing a batch of new events.
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,6 +41,58 @@ pub(super) async fn open(url: &str, create: bool) -> Result<SqlitePool, StoreErr
 /// The event writer's own connection, outside the pool.
 pub(super) async fn writer(pool: &SqlitePool) -> Result<SqliteConnection, StoreError> {
     Ok(pool.connect_options().connect().await?)
+}
+
+/// A commit that changes nothing, then room on the disk for a large batch.
+///
+/// The commit writes `user_version` (which voltd does not use) back as it is. That dirties
+/// the database header, so the commit really appends to the WAL and syncs, and it fails as an
+/// event would on a read-only file or a locked database, without a table of its own.
+/// Rejected: a rolled-back write, which never reaches the disk, and an INSERT of no rows,
+/// which writes nothing either.
+///
+/// A one-page commit still fits on a disk too full for an event (a failed commit leaves the
+/// WAL file longer than its last frame, and an event changes several pages), so readiness
+/// would flap between ready and 503 while every event failed: the probe also writes
+/// [`ROOM_NEEDED`] to a file beside the database and deletes it.
+pub(super) async fn probe(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PRAGMA user_version = {version}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let file: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&mut *conn)
+            .await?;
+    if file.is_empty() {
+        return Ok(());
+    }
+    let scratch = PathBuf::from(format!("{file}-room-check"));
+    tokio::task::spawn_blocking(move || {
+        let written = write_zeros(&scratch, ROOM_NEEDED);
+        let _ = std::fs::remove_file(&scratch);
+        written
+    })
+    .await
+    .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??;
+    Ok(())
+}
+
+/// The free space a healthy database must have: a batch of events near `max_body_bytes`
+/// (1 MiB by default), with its index pages.
+const ROOM_NEEDED: usize = 2 * 1024 * 1024;
+
+fn write_zeros(path: &Path, bytes: usize) -> std::io::Result<()> {
+    let zeros = vec![0u8; 64 * 1024];
+    let mut file = std::fs::File::create(path)?;
+    for _ in 0..bytes.div_ceil(zeros.len()) {
+        file.write_all(&zeros)?;
+    }
+    file.sync_all()
 }
 
 /// The forwarding outbox's own connection. It commits with `synchronous = NORMAL`: no fsync

@@ -12,6 +12,8 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::failure::is_store_failure;
+use super::health::StoreHealth;
 use super::{postgres, sqlite};
 use crate::error_chain::ErrorChain;
 use crate::event::{NewEvent, StoreOutcome};
@@ -26,6 +28,10 @@ pub enum WriteError {
     Closed,
     #[error("the commit failed")]
     Failed(#[source] sqlx::Error),
+    /// The store failed on an event committed before this one in the same batch, so this one
+    /// was not tried: it would only have waited for the same failure.
+    #[error("the store cannot commit (an earlier event of the batch failed)")]
+    StoreFailing,
 }
 
 struct Job {
@@ -37,6 +43,7 @@ struct Job {
 #[derive(Clone)]
 pub struct EventWriter {
     queue: mpsc::Sender<Job>,
+    health: StoreHealth,
 }
 
 impl EventWriter {
@@ -60,6 +67,11 @@ impl EventWriter {
     /// Events waiting for a commit.
     pub fn queue_depth(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// Whether commits succeed, as this writer last found.
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
     }
 }
 
@@ -102,91 +114,224 @@ pub(super) fn start(
 ) -> (EventWriter, WriterTask) {
     let (queue, jobs) = mpsc::channel(queue_capacity);
     let stop = CancellationToken::new();
-    let handle = tokio::spawn(run(conn, jobs, max_batch, on_commit, stop.clone()));
-    (EventWriter { queue }, WriterTask { stop, handle })
+    let health = StoreHealth::default();
+    let writer = Writer {
+        conn,
+        max_batch,
+        on_commit,
+        health: health.clone(),
+        log: FailureLog::default(),
+    };
+    let handle = tokio::spawn(writer.run(jobs, stop.clone()));
+    (EventWriter { queue, health }, WriterTask { stop, handle })
 }
 
-async fn run(
-    mut conn: WriteConnection,
-    mut jobs: mpsc::Receiver<Job>,
+/// While the store fails, a small commit of the writer's own tells when it works again, so
+/// readiness recovers without waiting for an event (a load balancer sends none to an
+/// instance that is not ready).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// While the store is healthy and no event comes, the writer checks its connection this
+/// often, so that a lost PostgreSQL server shows in readiness before an event meets it, and
+/// the connection is opened again before then.
+const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Writer {
+    conn: WriteConnection,
     max_batch: usize,
     on_commit: CommitObserver,
-    stop: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(max_batch);
-    let failures = Failures {
-        batches: LogLimiter::new(FAILURE_LOG_INTERVAL),
-        events: LogLimiter::new(FAILURE_LOG_INTERVAL),
-    };
-    loop {
-        let received = tokio::select! {
-            n = jobs.recv_many(&mut batch, max_batch) => n,
-            () = stop.cancelled(), if !jobs.is_closed() => {
-                // Refuse new work, then keep looping to commit what is already queued.
-                jobs.close();
-                continue;
-            }
-        };
-        if received == 0 {
-            break;
-        }
-        commit(&mut conn, &mut batch, &*on_commit, &failures).await;
-    }
-    if let Err(e) = conn.close().await {
-        tracing::warn!(error = %ErrorChain(&e), "Closing the store's write connection failed");
-    }
+    health: StoreHealth,
+    log: FailureLog,
 }
 
 /// While the database is down every batch fails: one line of each kind per interval says so
 /// (with how many were held back), rather than lines for every event.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-struct Failures {
+struct FailureLog {
     batches: LogLimiter,
     events: LogLimiter,
+    changes: LogLimiter,
 }
 
-/// Commit a batch and answer every job in it. If the batch as a whole fails, each event is
-/// retried in a transaction of its own so one bad event cannot fail its neighbours.
-async fn commit(
-    conn: &mut WriteConnection,
-    batch: &mut Vec<Job>,
-    on_commit: &(dyn Fn(usize, Duration) + Send + Sync),
-    failures: &Failures,
-) {
-    let events: Vec<&NewEvent> = batch.iter().map(|job| &job.event).collect();
-    let started = Instant::now();
-    match insert(conn, &events).await {
-        Ok(outcomes) => {
-            on_commit(batch.len(), started.elapsed());
-            for (job, outcome) in batch.drain(..).zip(outcomes) {
-                let _ = job.reply.send(Ok(outcome));
-            }
+impl Default for FailureLog {
+    fn default() -> Self {
+        Self {
+            batches: LogLimiter::new(FAILURE_LOG_INTERVAL),
+            events: LogLimiter::new(FAILURE_LOG_INTERVAL),
+            changes: LogLimiter::new(FAILURE_LOG_INTERVAL),
         }
-        Err(batch_error) => {
-            if let Some(held_back) = failures.batches.permit() {
-                tracing::warn!(
+    }
+}
+
+impl Writer {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let check = tokio::time::sleep(IDLE_CHECK_INTERVAL);
+        tokio::pin!(check);
+        loop {
+            let received = tokio::select! {
+                n = jobs.recv_many(&mut batch, self.max_batch) => n,
+                () = stop.cancelled(), if !jobs.is_closed() => {
+                    // Refuse new work, then keep looping to commit what is already queued.
+                    jobs.close();
+                    continue;
+                }
+                // Once stopping, only the queue matters: no check may delay the last commits.
+                () = &mut check, if !jobs.is_closed() => {
+                    self.check().await;
+                    check.as_mut().reset(tokio::time::Instant::now() + self.check_interval());
+                    continue;
+                }
+            };
+            if received == 0 {
+                break;
+            }
+            self.commit(&mut batch).await;
+            check
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.check_interval());
+        }
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(error = %ErrorChain(&e), "Closing the store's write connection failed");
+        }
+    }
+
+    fn check_interval(&self) -> Duration {
+        if self.health.is_failing() {
+            PROBE_INTERVAL
+        } else {
+            IDLE_CHECK_INTERVAL
+        }
+    }
+
+    /// With no event to commit: while failing, try a commit of the writer's own; otherwise
+    /// check that the connection still answers.
+    async fn check(&mut self) {
+        self.health.busy();
+        let result = if self.health.is_failing() {
+            self.conn.probe().await
+        } else {
+            // A connection that broke (a server restart, an idle timeout) is opened again at
+            // once: only a database that then fails to commit is unhealthy.
+            match self.conn.check().await {
+                Ok(()) => Ok(()),
+                Err(_) => self.conn.probe().await,
+            }
+        };
+        self.health.idle();
+        match result {
+            Ok(()) => self.succeeded(),
+            Err(e) => self.store_failed(&e),
+        }
+    }
+
+    /// Commit a batch and answer every job in it. If the batch fails because of one of its
+    /// events, each event is retried in a transaction of its own so one bad event cannot fail
+    /// its neighbours; if it fails because of the store, every event is answered at once.
+    async fn commit(&mut self, batch: &mut Vec<Job>) {
+        let events: Vec<&NewEvent> = batch.iter().map(|job| &job.event).collect();
+        let started = Instant::now();
+        self.health.busy();
+        let result = insert(&mut self.conn, &events).await;
+        self.health.idle();
+        let batch_error = match result {
+            Ok(outcomes) => {
+                self.succeeded();
+                (self.on_commit)(batch.len(), started.elapsed());
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+                return;
+            }
+            Err(e) => e,
+        };
+        if is_store_failure(&batch_error) {
+            self.store_failed(&batch_error);
+            if let Some(held_back) = self.log.batches.permit() {
+                tracing::error!(
                     error = %ErrorChain(&batch_error),
                     events = batch.len(),
                     earlier_failures_not_logged = held_back,
-                    "Batch commit failed; retrying events one by one"
+                    "Batch commit failed; its events were answered 503"
                 );
             }
+            let mut error = Some(batch_error);
             for job in batch.drain(..) {
-                let result = insert(conn, &[&job.event])
-                    .await
-                    .map(|mut outcomes| outcomes.remove(0))
-                    .map_err(|e| {
-                        if let Some(held_back) = failures.events.permit() {
-                            tracing::error!(
-                                error = %ErrorChain(&e),
-                                earlier_failures_not_logged = held_back,
-                                "Event could not be stored; it was answered 503"
-                            );
-                        }
-                        WriteError::Failed(e)
-                    });
-                let _ = job.reply.send(result);
+                let failure = error
+                    .take()
+                    .map_or(WriteError::StoreFailing, WriteError::Failed);
+                let _ = job.reply.send(Err(failure));
+            }
+            return;
+        }
+        if let Some(held_back) = self.log.batches.permit() {
+            tracing::warn!(
+                error = %ErrorChain(&batch_error),
+                events = batch.len(),
+                earlier_failures_not_logged = held_back,
+                "Batch commit failed; retrying events one by one"
+            );
+        }
+        let mut store_failing = false;
+        for job in batch.drain(..) {
+            if store_failing {
+                let _ = job.reply.send(Err(WriteError::StoreFailing));
+                continue;
+            }
+            self.health.busy();
+            let result = insert(&mut self.conn, &[&job.event]).await;
+            self.health.idle();
+            let result = match result {
+                Ok(mut outcomes) => {
+                    self.succeeded();
+                    Ok(outcomes.remove(0))
+                }
+                Err(e) => {
+                    if is_store_failure(&e) {
+                        store_failing = true;
+                        self.store_failed(&e);
+                    }
+                    if let Some(held_back) = self.log.events.permit() {
+                        tracing::error!(
+                            error = %ErrorChain(&e),
+                            earlier_failures_not_logged = held_back,
+                            "Event could not be stored; it was answered 503"
+                        );
+                    }
+                    Err(WriteError::Failed(e))
+                }
+            };
+            let _ = job.reply.send(result);
+        }
+    }
+
+    fn succeeded(&self) {
+        if let Some(since) = self.health.committed() {
+            let failed_for = (chrono::Utc::now() - since).num_seconds();
+            tracing::info!(
+                failed_for_secs = failed_for,
+                "The store commits again; ready"
+            );
+        }
+    }
+
+    fn store_failed(&self, error: &sqlx::Error) {
+        let reason = ErrorChain(error).to_string();
+        let started_failing = self.health.failed(reason);
+        if let Some(held_back) = self.log.changes.permit() {
+            if started_failing {
+                tracing::error!(
+                    error = %ErrorChain(error),
+                    earlier_failures_not_logged = held_back,
+                    "The store cannot commit: events are answered 503 and /readyz is 503 until \
+                     a commit succeeds (tried every second)"
+                );
+            } else {
+                tracing::warn!(
+                    error = %ErrorChain(error),
+                    earlier_failures_not_logged = held_back,
+                    "The store still cannot commit"
+                );
             }
         }
     }
@@ -208,6 +353,23 @@ impl WriteConnection {
         match self {
             Self::Sqlite(conn) => sqlite::store_distinct(conn, events, keys, rows).await,
             Self::Postgres(writer) => writer.store_distinct(events, keys, rows).await,
+        }
+    }
+
+    /// A commit that changes nothing, to learn whether the database takes writes.
+    pub(super) async fn probe(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(conn) => sqlite::probe(conn).await,
+            Self::Postgres(writer) => writer.probe().await,
+        }
+    }
+
+    /// Whether the connection still answers, without writing. An SQLite file has no
+    /// connection to lose; its failures show in commits.
+    async fn check(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres(writer) => writer.check().await,
         }
     }
 

@@ -34,7 +34,10 @@ pub enum VoltError {
     WebhookUnreachable { answer: VoltAnswer },
     #[error("Volt API unavailable: {answer}")]
     Unavailable { answer: VoltAnswer },
-    #[error("Volt API unavailable: the request to {endpoint} failed")]
+    #[error(
+        "Volt API unavailable: the request to {endpoint} failed (check api.url, and that this \
+         host can reach it: DNS, firewall, outbound proxy)"
+    )]
     Request {
         endpoint: Url,
         #[source]
@@ -63,6 +66,18 @@ impl VoltError {
                 | Self::Request { .. }
                 | Self::Response { .. }
                 | Self::WebhookUnreachable { .. }
+        )
+    }
+
+    /// Nothing listens at `api.url`: the connection was refused outright, which a timeout
+    /// or an HTTP error is not.
+    pub fn is_connection_refused(&self) -> bool {
+        matches!(
+            self,
+            Self::Request {
+                source: RequestFailure::Connect(Some(e)),
+                ..
+            } if e.kind() == std::io::ErrorKind::ConnectionRefused
         )
     }
 
@@ -137,6 +152,11 @@ impl VoltClient {
             endpoint,
             token,
         }
+    }
+
+    /// `api.url`.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
     }
 
     pub async fn register_webhook(&self, url: &str) -> Result<Webhook, VoltError> {

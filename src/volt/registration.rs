@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
 use super::{VoltClient, VoltError};
 use crate::backoff::Backoff;
@@ -18,6 +19,11 @@ use crate::webhook::Webhook;
 
 /// How often the registrant checks that the database still holds its registration lock.
 const ROLE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Refused connections in a row after which `api.url` is taken to be wrong: a refusal is
+/// immediate and means nothing listens there, while a timeout or an HTTP 5xx may be Volt
+/// having a bad minute. A few, not one, because a proxy or Volt's own servers may be
+/// restarting.
+const REFUSALS_BEFORE_GIVING_UP: u32 = 3;
 
 /// Where registration with Volt stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,14 +90,33 @@ pub enum Progress<'a> {
 pub enum RegistrationError {
     #[error("cannot find out whether another voltd instance is registering")]
     Role(#[source] StoreError),
-    #[error("registration with Volt failed after {attempts} attempts (api.register_attempts)")]
+    #[error(
+        "registration with Volt at api.url ({api_url}) failed after {attempts} attempts \
+         (api.register_attempts)"
+    )]
     GaveUp {
+        api_url: Url,
         attempts: u32,
         #[source]
         source: VoltError,
     },
-    #[error(transparent)]
-    Refused(VoltError),
+    /// The source's message names the URL.
+    #[error(
+        "registration with Volt failed: nothing accepts connections at api.url, refused \
+         {attempts} times in a row; check that api.url is Volt's GraphQL endpoint (its scheme, \
+         host name and port)"
+    )]
+    NothingListening {
+        attempts: u32,
+        #[source]
+        source: VoltError,
+    },
+    #[error("registration with Volt at api.url ({api_url}) failed")]
+    Refused {
+        api_url: Url,
+        #[source]
+        source: VoltError,
+    },
     #[error("registered with Volt, but could not record the registration in the store")]
     Record(#[source] StoreError),
 }
@@ -99,7 +124,7 @@ pub enum RegistrationError {
 impl RegistrationError {
     /// Volt rejected the token: a configuration problem, not worth restarting for.
     pub fn is_credential(&self) -> bool {
-        matches!(self, Self::Refused(e) if e.is_credential())
+        matches!(self, Self::Refused { source, .. } if source.is_credential())
     }
 }
 
@@ -109,19 +134,49 @@ pub struct RetryPolicy {
     pub backoff: Backoff,
 }
 
-/// Call `registerWebhook` until it succeeds, fails permanently, or the attempts run out.
+/// Call `registerWebhook` until it succeeds, fails permanently, or the attempts run out
+/// (or `api.url` refused the connection three times in a row).
 /// `on_retry(attempt, error, delay)` is told about every failed attempt that will be retried.
 pub async fn register_with_retry(
     client: &VoltClient,
     url: &str,
     policy: RetryPolicy,
     mut on_retry: impl FnMut(u32, &VoltError, Duration),
-) -> Result<Webhook, VoltError> {
+) -> Result<Webhook, RegistrationError> {
+    let api_url = || client.endpoint().clone();
     let mut attempt = 1;
+    let mut refusals = 0;
     loop {
-        match client.register_webhook(url).await {
+        let error = match client.register_webhook(url).await {
             Ok(webhook) => return Ok(webhook),
-            Err(e) if e.is_transient() && attempt < policy.attempts => {
+            Err(e) => e,
+        };
+        refusals = if error.is_connection_refused() {
+            refusals + 1
+        } else {
+            0
+        };
+        match error {
+            e if !e.is_transient() => {
+                return Err(RegistrationError::Refused {
+                    api_url: api_url(),
+                    source: e,
+                });
+            }
+            e if refusals >= REFUSALS_BEFORE_GIVING_UP => {
+                return Err(RegistrationError::NothingListening {
+                    attempts: refusals,
+                    source: e,
+                });
+            }
+            e if attempt >= policy.attempts => {
+                return Err(RegistrationError::GaveUp {
+                    api_url: api_url(),
+                    attempts: attempt,
+                    source: e,
+                });
+            }
+            e => {
                 let delay = policy.backoff.delay(attempt);
                 tracing::warn!(
                     attempt,
@@ -134,7 +189,6 @@ pub async fn register_with_retry(
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
-            Err(e) => return Err(e),
         }
     }
 }
@@ -241,18 +295,7 @@ pub async fn register_and_record(
         },
     };
     let url = settings.server.public_url.as_str();
-    let webhook = register_with_retry(&client, url, policy, on_retry)
-        .await
-        .map_err(|source| {
-            if source.is_transient() {
-                RegistrationError::GaveUp {
-                    attempts: api.register_attempts,
-                    source,
-                }
-            } else {
-                RegistrationError::Refused(source)
-            }
-        })?;
+    let webhook = register_with_retry(&client, url, policy, on_retry).await?;
     tracing::info!(
         webhook_id = webhook.id,
         url = webhook.url,

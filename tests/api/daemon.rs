@@ -18,22 +18,31 @@ pub struct Daemon {
     child: Child,
     log_path: PathBuf,
     starts: u32,
+    /// A command (and its arguments) that runs voltd, such as `setpriv ...`; empty for none.
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
     /// Write the configuration for a free port and start `voltd run`; stdout and stderr go to a file.
     pub fn spawn(config: TestConfig) -> Self {
+        Self::spawn_wrapped(config, &[])
+    }
+
+    /// As [`Daemon::spawn`], with voltd run by `wrapper` (a program and its arguments).
+    pub fn spawn_wrapped(config: TestConfig, wrapper: &[&str]) -> Self {
         let port = dead_port();
         config.write(port);
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         let log_path = config.dir.path().join("voltd-0.log");
-        let child = start(&config, &log_path);
+        let wrapper: Vec<String> = wrapper.iter().map(|arg| (*arg).to_owned()).collect();
+        let child = start(&config, &log_path, &wrapper);
         Self {
             config,
             address,
             child,
             log_path,
             starts: 1,
+            wrapper,
         }
     }
 
@@ -45,7 +54,7 @@ impl Daemon {
             .path()
             .join(format!("voltd-{}.log", self.starts));
         self.starts += 1;
-        self.child = start(&self.config, &self.log_path);
+        self.child = start(&self.config, &self.log_path, &self.wrapper);
     }
 
     pub fn webhook_url(&self) -> String {
@@ -104,9 +113,18 @@ impl Drop for Daemon {
     }
 }
 
-fn start(config: &TestConfig, log_path: &PathBuf) -> Child {
+fn start(config: &TestConfig, log_path: &PathBuf, wrapper: &[String]) -> Child {
     let log = File::create(log_path).expect("create the log file");
-    Command::new(env!("CARGO_BIN_EXE_voltd"))
+    let voltd = env!("CARGO_BIN_EXE_voltd");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(voltd);
+            command
+        }
+        None => Command::new(voltd),
+    };
+    command
         .env_clear()
         .envs(config.env.iter().map(|(k, v)| (k, v)))
         .current_dir(config.dir.path())

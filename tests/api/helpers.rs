@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::TestWriter;
 use voltd::config::{Backend, LogFormat, Settings};
 use voltd::event::StoredEvent;
-use voltd::ops::telemetry;
+use voltd::ops::telemetry::{self, LibraryLogLimit};
 use voltd::startup::Application;
 use voltd::store::{EventFilter, Store};
 use voltd::testing::postgres::Schema;
@@ -61,6 +61,7 @@ pub struct TestConfig {
     register: &'static str,
     register_attempts: u32,
     public_url_port: Option<u16>,
+    storage_url: Option<String>,
     max_body_bytes: usize,
     queue_capacity: usize,
     max_batch: usize,
@@ -80,6 +81,7 @@ impl TestConfig {
             register: "auto",
             register_attempts: 3,
             public_url_port: None,
+            storage_url: None,
             max_body_bytes: 1024 * 1024,
             queue_capacity: 8192,
             max_batch: 512,
@@ -117,6 +119,12 @@ impl TestConfig {
     /// Advertise a different port in `public_url` than the one served, so Volt's probe fails.
     pub fn public_url_port(mut self, port: u16) -> Self {
         self.public_url_port = Some(port);
+        self
+    }
+
+    /// Store somewhere else than this test's own database (which stays the default).
+    pub fn storage_url(mut self, url: String) -> Self {
+        self.storage_url = Some(url);
         self
     }
 
@@ -159,6 +167,9 @@ impl TestConfig {
     }
 
     pub fn database_url(&self) -> String {
+        if let Some(url) = &self.storage_url {
+            return url.clone();
+        }
         match &self.schema {
             Some(schema) => schema.url(),
             None => format!("sqlite://{}", self.dir.path().join("voltd.db").display()),
@@ -293,9 +304,16 @@ fn init_test_logging() {
                 LogFormat::Text,
                 TestWriter::new(),
                 false,
+                LibraryLogLimit::default(),
             )
         } else {
-            telemetry::get_subscriber(EnvFilter::new("off"), LogFormat::Text, std::io::sink, false)
+            telemetry::get_subscriber(
+                EnvFilter::new("off"),
+                LogFormat::Text,
+                std::io::sink,
+                false,
+                LibraryLogLimit::default(),
+            )
         };
         telemetry::init_subscriber(subscriber);
     });
@@ -496,4 +514,72 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .join("tests/fixtures")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// A stand-in for systemd's notification socket: the daemon's `NOTIFY_SOCKET`. A thread
+/// reads it all the time, as systemd does: a socket left unread fills up, and then the
+/// daemon's next notification blocks.
+pub struct NotifySocket {
+    path: PathBuf,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(n) = socket.recv(&mut buffer) {
+                        let text = String::from_utf8_lossy(&buffer[..n]);
+                        let mut seen = seen.lock().unwrap();
+                        seen.extend(text.lines().map(str::to_owned));
+                    }
+                }
+            })
+        };
+        Self {
+            path,
+            seen,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    /// The value for `NOTIFY_SOCKET`.
+    pub fn path(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 temp path")
+    }
+
+    /// Every message received so far, one line (`KEY=value`) each, in order.
+    pub fn messages(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Wait until the messages so far satisfy `check`.
+    pub async fn wait_for(&self, what: &str, check: impl Fn(&[String]) -> bool) {
+        poll_until(what, || {
+            std::future::ready(check(&self.messages()).then_some(()))
+        })
+        .await;
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
 }

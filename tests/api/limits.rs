@@ -77,3 +77,53 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     );
     app.stop().await.unwrap();
 }
+
+/// A body that stops coming gets its 408 and the connection is closed with it: the client
+/// holds nothing after its answer.
+#[actix_web::test]
+async fn a_body_that_stops_coming_gets_408_and_the_connection_closes() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    let config = TestConfig::new().extra_toml("server", "request_timeout_secs = 1");
+    let app = TestApp::spawn(config).await;
+    let address = app.address;
+
+    let (answer, open_after_answer) = actix_web::rt::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        write!(
+            stream,
+            "POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 1024];
+        let mut answered_at = None;
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answered_at.get_or_insert_with(Instant::now);
+                    answer.extend_from_slice(&buffer[..n]);
+                }
+                Err(e) => panic!("the connection was neither answered nor closed: {e}"),
+            }
+        }
+        let answered_at = answered_at.expect("an answer before the close");
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            answered_at.elapsed(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(
+        open_after_answer < Duration::from_secs(3),
+        "open {open_after_answer:?} after the 408"
+    );
+    assert!(stored_events(&app.store).await.is_empty());
+    app.stop().await.unwrap();
+}

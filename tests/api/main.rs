@@ -11,6 +11,7 @@ mod durability;
 mod events_cli;
 mod fake_volt;
 mod forwarding;
+mod health;
 mod helpers;
 mod limits;
 mod logging;

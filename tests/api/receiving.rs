@@ -2,7 +2,7 @@
 
 use awc::http::Method;
 
-use crate::helpers::{TestApp, TestConfig, WEBHOOK_PATH, event_body, fixture, stored_events};
+use crate::helpers::{TestApp, TestConfig, WEBHOOK_PATH, event_body, fixture, send, stored_events};
 
 #[actix_web::test]
 async fn bodies_that_are_not_json_are_stored_byte_exact() {
@@ -127,5 +127,53 @@ async fn stored_fields_come_from_the_body() {
     assert_eq!(event.fields.text.as_deref(), Some("Hello"));
     assert_eq!(event.content_type.as_deref(), Some("application/json"));
     assert_eq!(event.remote_addr.as_deref(), Some("127.0.0.1"));
+    app.stop().await.unwrap();
+}
+
+/// An event the database will not take (on PostgreSQL a message id too long for the
+/// deduplication index) fails alone: the events committed in the same batch are stored, and
+/// the store is not taken for broken.
+#[actix_web::test]
+async fn an_event_the_database_refuses_does_not_fail_its_neighbours() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    let app = TestApp::spawn(TestConfig::new()).await;
+    // Random, so that PostgreSQL cannot compress it below its index row limit (2,704 bytes).
+    let long_id: String = (0..10_000)
+        .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+        .collect();
+    // Sent together, so that they share batches.
+    let senders: Vec<_> = (0..40)
+        .map(|n| {
+            let id = if n == 20 {
+                long_id.clone()
+            } else {
+                format!("neighbour-{n}")
+            };
+            let (client, url) = (app.client().clone(), app.webhook_url());
+            actix_web::rt::spawn(async move {
+                send(
+                    &client,
+                    Method::POST,
+                    &url,
+                    event_body("message.received", &id, "x"),
+                )
+                .await
+            })
+        })
+        .collect();
+    for (n, sender) in senders.into_iter().enumerate() {
+        let reply = sender.await.unwrap().expect("an answer");
+        match (n, reply.status) {
+            (20, 200) => assert_eq!(crate::BACKEND, voltd::config::Backend::Sqlite),
+            (20, 503) => assert_eq!(reply.retry_after.as_deref(), Some("1")),
+            (_, 200) => {}
+            (n, _) => panic!("event {n}: {reply:?}"),
+        }
+    }
+    let (status, _) = app
+        .post_event(event_body("message.received", "afterwards", "x"))
+        .await
+        .outcome();
+    assert_eq!(status, "stored");
     app.stop().await.unwrap();
 }

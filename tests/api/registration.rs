@@ -72,6 +72,35 @@ async fn an_unreachable_volt_api_is_retried_then_start_up_fails() {
     let message = format!("{error:#}");
     assert!(message.contains("after 2 attempts"), "{message}");
     assert!(message.contains("Volt API unavailable"), "{message}");
+    assert!(message.contains("api.url"), "{message}");
+}
+
+/// Nothing listening at `api.url` (a typo in its host or port) is not worth ten attempts
+/// and minutes of backoff: a few refusals end start-up, and the message says what to fix.
+#[actix_web::test]
+async fn a_refused_api_url_fails_after_a_few_attempts_and_names_it() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    let api_url = format!("http://127.0.0.1:{}/graphql", dead_port());
+    let config = TestConfig::new()
+        .volt_url(api_url.clone())
+        .token(TOKEN)
+        .register_attempts(10);
+    let mut daemon = Daemon::spawn(config);
+
+    let code = daemon.exit_code().await;
+
+    let log = daemon.log();
+    assert_eq!(code, Some(1), "{log}");
+    assert_eq!(log.matches("will retry").count(), 2, "{log}");
+    assert!(
+        log.contains(&format!(
+            "nothing accepts connections at api.url, refused 3 times in a row; check that \
+             api.url is Volt's GraphQL endpoint (its scheme, host name and port): Volt API \
+             unavailable: the request to {api_url} failed"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("Connection refused"), "{log}");
 }
 
 #[actix_web::test]

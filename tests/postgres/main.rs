@@ -24,6 +24,7 @@ mod helpers;
 mod instances;
 #[path = "../api/limits.rs"]
 mod limits;
+mod outage;
 #[path = "../api/receiving.rs"]
 mod receiving;
 mod reconnect;
