@@ -171,6 +171,12 @@ impl Settings {
             key: key.to_owned(),
             message: message.to_owned(),
         };
+        if let Some(message) = self.server.public_url_placeholder() {
+            return Err(ConfigError::Value {
+                key: "server.public_url".to_owned(),
+                message,
+            });
+        }
         let api = &self.api;
         if api.token.is_some() && api.token_file.is_some() {
             return Err(conflict(

@@ -10,6 +10,12 @@ use url::Url;
 
 use super::fields;
 
+/// The placeholders in `public_url` of the packaged `/etc/voltd/volt.toml`
+/// (packaging/volt.toml). A daemon started with either would register a URL that reaches
+/// nobody, so the installed service refuses to start until the operator replaces both.
+const PLACEHOLDER_HOST: &str = "hooks.your-domain.example";
+const PLACEHOLDER_SEGMENT: &str = "CHANGE-ME";
+
 /// No `Default`: `public_url` has none, so each other key carries its own default.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +92,29 @@ impl ServerSettings {
     /// The route served: the path of `public_url`.
     pub fn webhook_path(&self) -> &str {
         self.public_url.path()
+    }
+
+    /// What of the packaged template is still in `public_url`, and what to put there instead.
+    pub(super) fn public_url_placeholder(&self) -> Option<String> {
+        let url = &self.public_url;
+        let host = url.host_str() == Some(PLACEHOLDER_HOST);
+        let path = url
+            .path_segments()
+            .is_some_and(|mut segments| segments.any(|s| s == PLACEHOLDER_SEGMENT));
+        let what = match (host, path) {
+            (false, false) => return None,
+            (true, false) => format!("its host {PLACEHOLDER_HOST}"),
+            (false, true) => format!("its path segment {PLACEHOLDER_SEGMENT}"),
+            (true, true) => {
+                format!("its host {PLACEHOLDER_HOST} and path segment {PLACEHOLDER_SEGMENT}")
+            }
+        };
+        Some(format!(
+            "{url} still has the packaged placeholder in {what}; put there the https URL at which \
+             Volt reaches this machine: your host name (the reverse proxy's TLS site) and, \
+             instead of {PLACEHOLDER_SEGMENT}, a long random path segment from \
+             `openssl rand -hex 16`, e.g. \"https://hooks.mycompany.com/volt/<32 hex digits>\""
+        ))
     }
 
     /// The certificate and key when TLS is on (validation makes sure both or neither are set).

@@ -297,6 +297,34 @@ fn public_url_is_required_and_checked() {
 }
 
 #[test]
+fn the_packaged_placeholders_in_public_url_are_refused_until_both_are_replaced() {
+    let with = |url: &str| error(&format!("[server]\npublic_url = \"{url}\"\n"), &[]);
+    let err = with("https://hooks.your-domain.example/volt/CHANGE-ME");
+    assert!(err.starts_with("server.public_url: "), "{err}");
+    assert!(
+        err.contains("host hooks.your-domain.example and path segment CHANGE-ME"),
+        "{err}"
+    );
+    assert!(err.contains("openssl rand -hex 16"), "{err}");
+    let err = with("https://hooks.mycompany.com/volt/CHANGE-ME");
+    assert!(err.contains("its path segment CHANGE-ME;"), "{err}");
+    let err = with("https://hooks.your-domain.example/volt/9f8e7d6c5b4a39281706");
+    assert!(err.contains("its host hooks.your-domain.example;"), "{err}");
+    // The same rule whichever layer set the URL.
+    let from_env = [(
+        "VOLT_SERVER__PUBLIC_URL",
+        "https://hooks.mycompany.com/CHANGE-ME/x",
+    )];
+    assert!(error("", &from_env).contains("CHANGE-ME"));
+    // Only the whole segment is the placeholder: the repository's quick-start URL is not.
+    load(
+        "[server]\npublic_url = \"http://127.0.0.1:8080/volt/change-me-4f1c9a7e2b6d8035\"\n",
+        &[],
+    )
+    .unwrap();
+}
+
+#[test]
 fn a_syntax_error_names_the_line() {
     let err = load("[server]\npublic_url = \n", &[]).err().unwrap();
     assert_eq!(err.to_string(), "volt.toml is not valid TOML");

@@ -43,6 +43,35 @@ async fn a_missing_config_file_lists_what_was_tried() {
 }
 
 #[actix_web::test]
+async fn the_packaged_config_does_not_start_until_public_url_is_replaced() {
+    let packaged = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/volt.toml");
+    let dir = tempfile::tempdir().unwrap();
+    // The relative token_file is read from the working directory outside systemd.
+    std::fs::write(dir.path().join("volt-token"), "tok").unwrap();
+
+    let output = voltd(Some(&packaged), dir.path(), &["check-config"]).await;
+
+    assert_eq!(output.code, 78, "{output:?}");
+    for expected in [
+        "server.public_url: ",
+        "hooks.your-domain.example and path segment CHANGE-ME",
+        "your host name",
+        "openssl rand -hex 16",
+    ] {
+        assert!(output.stderr.contains(expected), "{expected}: {output:?}");
+    }
+
+    let edited = dir.path().join("volt.toml");
+    let text = std::fs::read_to_string(&packaged).unwrap().replace(
+        "https://hooks.your-domain.example/volt/CHANGE-ME",
+        "https://hooks.mycompany.com/volt/3f9c1d2e7a4b5c6d8e9f0a1b2c3d4e5f",
+    );
+    std::fs::write(&edited, text).unwrap();
+    let output = voltd(Some(&edited), dir.path(), &["check-config"]).await;
+    assert_eq!(output.code, 0, "{output:?}");
+}
+
+#[actix_web::test]
 async fn register_always_without_a_token_refuses_to_start() {
     let config = TestConfig::new().register("always");
     config.write(dead_port());
