@@ -2,39 +2,13 @@
 
 use std::io::Write;
 
-use clap::{Subcommand, ValueEnum};
-
+use super::args::DeliveriesCommand;
 use super::display::{field, visible};
 use crate::config::Settings;
 use crate::store::{DeliveryFilter, DeliveryRecord, Timestamp};
 
 /// Enough of an error to recognise it; `--json` has all of it.
 const ERROR_COLUMN_CHARS: usize = 100;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Status {
-    Pending,
-    Delivered,
-    Dead,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DeliveriesCommand {
-    /// List deliveries of events to [[forward]] sinks, newest first
-    List {
-        #[arg(long, value_enum)]
-        status: Option<Status>,
-        /// Only this sink (its name in volt.toml)
-        #[arg(long, value_name = "NAME")]
-        sink: Option<String>,
-        /// How many deliveries to show
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        /// One JSON object per line
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 pub async fn execute(command: DeliveriesCommand, settings: Settings) -> anyhow::Result<()> {
     let store = super::open_existing_store(&settings).await?;

@@ -1,8 +1,6 @@
 //! Text for people: event bodies and delivery errors come from outside, so a control
 //! character in them (ESC, newline, backspace) must not reach the terminal as itself.
 
-use chrono::{DateTime, Utc};
-
 use crate::event::StoredEvent;
 pub use crate::printable::visible;
 
@@ -41,13 +39,6 @@ impl EventColumns {
             text: field(f.text.as_deref()),
         }
     }
-}
-
-/// A `--since` time: RFC 3339, as `events list` shows them.
-pub fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{e}; use RFC 3339 such as 2026-11-26T08:00:00Z"))
 }
 
 #[cfg(test)]

@@ -2,58 +2,11 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, Utc};
-use clap::{ArgGroup, Subcommand};
-
-use super::display::{EventColumns, parse_time};
+use super::args::EventsCommand;
+use super::display::EventColumns;
 use crate::config::Settings;
 use crate::event::StoredEvent;
 use crate::store::{EventFilter, EventSelection};
-
-#[derive(Debug, Subcommand)]
-pub enum EventsCommand {
-    /// List stored events, newest first
-    List {
-        /// How many events to show
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-        /// Only events received at or after this time (RFC 3339, e.g. 2026-11-26T00:00:00Z)
-        #[arg(long, value_parser = parse_time)]
-        since: Option<DateTime<Utc>>,
-        /// Only events of this type, e.g. message.received
-        #[arg(long = "type", value_name = "EVENT_TYPE")]
-        event_type: Option<String>,
-        /// One JSON object per line
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one event as pretty JSON
-    Show {
-        /// The event id (the "id" in voltd's answer to Volt, or from `events list`)
-        id: i64,
-    },
-    /// Print events as they are stored, until Ctrl-C
-    Tail {
-        /// One JSON object per line
-        #[arg(long)]
-        json: bool,
-    },
-    /// Queue stored events to be forwarded again ([[forward]] sinks, filters applied)
-    #[command(group = ArgGroup::new("events").required(true).args(["id", "since"]))]
-    Replay {
-        /// The event id to forward again
-        id: Option<i64>,
-        /// Instead of one id: every event received at or after this time (RFC 3339)
-        #[arg(long, value_parser = parse_time)]
-        since: Option<DateTime<Utc>>,
-        /// Only events of this type, e.g. message.received
-        #[arg(long = "type", value_name = "EVENT_TYPE")]
-        event_type: Option<String>,
-        /// Only this sink (its name in volt.toml); all sinks by default
-        #[arg(long, value_name = "NAME")]
-        sink: Option<String>,
-    },
-}
 
 pub async fn execute(command: EventsCommand, settings: Settings) -> anyhow::Result<()> {
     let store = super::open_existing_store(&settings).await?;

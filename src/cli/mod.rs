@@ -1,5 +1,6 @@
 //! Command line: parse, load configuration, run one command, map errors to exit codes.
 
+mod args;
 mod deliveries;
 mod display;
 mod events;
@@ -9,11 +10,11 @@ mod send_test;
 mod tail;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use self::args::{Cli, Command};
 use crate::config::{ConfigError, Settings};
 use crate::error_chain::ErrorChain;
 use crate::receiver::signatures::{PublicKeyError, SignatureCheck};
@@ -26,43 +27,6 @@ use crate::volt::token::{self, TokenError};
 /// sysexits.h EX_CONFIG: configuration or credential error; systemd units use it with
 /// `RestartPreventExitStatus=` so a bad config is not restarted in a loop.
 pub const EXIT_CONFIG: u8 = 78;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "voltd",
-    version,
-    about = "Receive and durably store Volt SMS webhook events"
-)]
-struct Cli {
-    /// Configuration file [default: $VOLTD_CONFIG, ./volt.toml, /etc/voltd/volt.toml]
-    #[arg(long, global = true, value_name = "PATH")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the daemon (the default)
-    Run,
-    /// Validate the configuration and print it with secrets redacted
-    CheckConfig,
-    /// Apply database migrations and exit
-    Migrate,
-    /// Register server.public_url with Volt now (a voltd must be serving it)
-    Register,
-    /// Inspect stored events
-    #[command(subcommand)]
-    Events(events::EventsCommand),
-    /// Inspect deliveries of events to [[forward]] sinks
-    #[command(subcommand)]
-    Deliveries(deliveries::DeliveriesCommand),
-    /// Post a realistic sample event to this voltd's webhook endpoint and print the answer
-    SendTestEvent {
-        #[arg(long = "type", value_enum, default_value = "message.received")]
-        event_type: send_test::TestEventType,
-    },
-}
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -5,21 +5,10 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use clap::ValueEnum;
-
+use super::args::TestEventType;
 use super::display::visible;
 use crate::config::Settings;
 use crate::request_failure::RequestFailure;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum TestEventType {
-    #[value(name = "message.received")]
-    Received,
-    #[value(name = "message.sent")]
-    Sent,
-    #[value(name = "message.finalized")]
-    Finalized,
-}
 
 pub async fn execute(event_type: TestEventType, settings: Settings) -> anyhow::Result<()> {
     let body = sample_body(event_type, &unique_message_id());
