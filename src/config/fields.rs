@@ -14,6 +14,8 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer as _, Visitor};
 use url::Url;
 
+use super::redacted_url;
+
 /// A whole number, as written: a fraction is refused, never rounded.
 fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     struct WholeNumber;
@@ -165,9 +167,11 @@ pub fn optional_socket_addr<'de, D: Deserializer<'de>>(
 /// An absolute `http` or `https` URL with a host: what Volt and the sinks can be reached at.
 pub fn http_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
     let text = String::deserialize(deserializer)?;
+    // A sink's URL may carry a password.
     let bad = |why: String| {
         de::Error::custom(format!(
-            "{text:?} {why}; use an absolute http:// or https:// URL"
+            "{:?} {why}; use an absolute http:// or https:// URL",
+            redacted_url(&text)
         ))
     };
     let url = Url::parse(&text).map_err(|e| bad(format!("is not a URL ({e})")))?;

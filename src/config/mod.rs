@@ -61,8 +61,17 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not valid TOML")]
+    /// The file's text is not shown: the line could hold a secret.
+    #[error("{path} is not valid TOML: line {line}, column {column}: {message}")]
     Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The file and the `VOLT_*` variables, each valid, do not combine.
+    #[error("cannot combine {path} with the VOLT_* variables; {VARIABLE_FORM}")]
+    Layers {
         path: PathBuf,
         #[source]
         source: config::ConfigError,
@@ -141,6 +150,7 @@ impl Settings {
             .filter(|(name, _)| name.starts_with(ENV_PREFIX))
             .collect();
         let variables: Vec<String> = env.keys().cloned().collect();
+        check_syntax(path, text)?;
         let layers = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .add_source(
@@ -154,7 +164,7 @@ impl Settings {
                     .source(Some(env)),
             )
             .build()
-            .map_err(|source| ConfigError::Syntax {
+            .map_err(|source| ConfigError::Layers {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -271,6 +281,24 @@ impl Settings {
     }
 }
 
+/// The file as TOML, checked before the `config` crate reads it: that crate's error quotes the
+/// offending line, which may be `token = "..."`. This one says where, and what the parser
+/// expected, without any of the file's text.
+fn check_syntax(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let Err(error) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let offset = error.span().map_or(0, |span| span.start).min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    Err(ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+        message: error.message().trim().replace('\n', "; "),
+    })
+}
+
 /// Name the key (or the `VOLT_*` variable) that failed, with the reader's own message: the
 /// `config` crate's rendering would add its own " for key ..." and repeat the path.
 fn explain(
@@ -313,6 +341,12 @@ fn explain(
         }
         other => other.to_string(),
     };
+    // Where the value may be a credential, the message names only its kind.
+    let message = if is_secret(&key) {
+        without_quoted(&message)
+    } else {
+        message
+    };
     match (variable_for(&key, variables), unknown) {
         (Some(variable), false) => ConfigError::VariableValue {
             variable: variable.to_owned(),
@@ -327,6 +361,32 @@ fn explain(
         (None, false) => ConfigError::Value { key, message },
         (None, true) => ConfigError::UnknownKey { key, message },
     }
+}
+
+/// Keys whose values are credentials: the token, a sink's header values and signing secret.
+fn is_secret(key: &str) -> bool {
+    key == "api.token"
+        || key.starts_with("forward")
+            && (key.contains(".headers") || key.ends_with(".signing_secret"))
+}
+
+/// `text` without what it quotes: serde and `config` put the value they could not read in
+/// quotes or backticks (`invalid type: string "...", expected a map`).
+fn without_quoted(text: &str) -> String {
+    let mut kept = String::with_capacity(text.len());
+    let mut quote = None;
+    for c in text.chars() {
+        match (quote, c) {
+            (None, '"' | '`') => quote = Some(c),
+            (None, c) => kept.push(c),
+            (Some(open), c) if c == open => quote = None,
+            (Some(_), _) => {}
+        }
+    }
+    kept.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(" ,", ",")
 }
 
 fn required(key: &str) -> String {

@@ -1,4 +1,3 @@
-use std::error::Error as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -326,10 +325,52 @@ fn the_packaged_placeholders_in_public_url_are_refused_until_both_are_replaced()
 
 #[test]
 fn a_syntax_error_names_the_line() {
-    let err = load("[server]\npublic_url = \n", &[]).err().unwrap();
-    assert_eq!(err.to_string(), "volt.toml is not valid TOML");
-    let cause = err.source().unwrap().to_string();
-    assert!(cause.contains("line 2"), "{cause}");
+    let err = error("[server]\npublic_url = \n", &[]);
+    assert!(
+        err.starts_with("volt.toml is not valid TOML: line 2, column 14: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_syntax_error_never_shows_a_secret() {
+    const SECRET: &str = "s3cret-Vq81";
+    for text in [
+        format!("{MINIMAL}[api]\ntoken = \"{SECRET}\n"),
+        format!("{MINIMAL}[api]\ntoken = {SECRET}\n"),
+        format!("{MINIMAL}[api]\ntoken = \"{SECRET}\" x\n"),
+        format!("{MINIMAL}[api]\ntoken = \"\\q{SECRET}\"\n"),
+        format!("{MINIMAL}[api]\ntoken = \"\"\"{SECRET}\n"),
+        format!("[[forward]]\nheaders = {{ Authorization = \"Bearer {SECRET}\" \n"),
+        format!("[storage]\nurl = \"postgres://u:{SECRET}@db/v\" = 1\n"),
+    ] {
+        let err = error(&text, &[]);
+        assert!(err.contains("is not valid TOML: line "), "{err}");
+        assert!(!err.contains(SECRET), "{err}");
+    }
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_shown() {
+    let err = error(
+        "[[forward]]\nname = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\n\
+         headers = \"Bearer s3cret-Vq81\"\n",
+        &[],
+    );
+    assert_eq!(
+        err,
+        "forward[0].headers: invalid type: string, expected a map"
+    );
+    let err = error(
+        "[[forward]]\nname = \"a\"\ntype = \"http\"\nurl = \"ftp://u:s3cret-Vq81@x/\"\n",
+        &[],
+    );
+    assert!(
+        err.starts_with("forward[0].url: \"ftp://u:redacted@x/\""),
+        "{err}"
+    );
+    let err = error(&format!("{MINIMAL}[api]\ntimeout_secs = \"4711x\"\n"), &[]);
+    assert!(err.contains("4711"), "other values are shown: {err}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use super::signing::sign;
 use super::sink::{DeliveryError, ERROR_KEEP_BYTES, truncate};
 use crate::config::{HttpTarget, origin};
 use crate::event::StoredEvent;
+use crate::printable::scrubbed;
 
 pub(super) async fn post(
     client: &awc::Client,
@@ -54,11 +55,14 @@ pub(super) async fn post(
         return Ok(());
     }
     let body = response.body().limit(ERROR_KEEP_BYTES * 16).await;
+    // The answer is logged and kept with the delivery: a sink that echoes the request must not
+    // put the credentials of `headers` there.
+    let secrets: Vec<&str> = target.headers.values().map(String::as_str).collect();
     Err(DeliveryError::Status {
         origin: origin(url),
         status,
         body: body
-            .map(|b| truncate(&String::from_utf8_lossy(&b)))
+            .map(|b| truncate(&scrubbed(&String::from_utf8_lossy(&b), &secrets)))
             .unwrap_or_default(),
     })
 }

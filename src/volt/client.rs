@@ -12,12 +12,15 @@ use serde_json::Value;
 use url::Url;
 
 use crate::error_chain::ErrorChain;
+use crate::printable::scrubbed_start;
 use crate::request_failure::RequestFailure;
 use crate::webhook::Webhook;
 
 const REGISTER_WEBHOOK: &str = include_str!("register_webhook.graphql");
 /// Volt's answers are small; anything larger is not an answer we understand.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+/// How much of each GraphQL error message, or of a body without any, an error shows.
+const SHOWN_CHARS: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VoltError {
@@ -198,26 +201,21 @@ struct GraphQlError {
 }
 
 /// Turn an HTTP status and body into a webhook or a classified error. GraphQL errors are
-/// failures even on HTTP 200. `token` is cut out of what Volt said: an API that echoes the
-/// token it refuses would otherwise put it into the log.
+/// failures even on HTTP 200. What Volt said is shortened, and `token` and any
+/// `Authorization` or `Bearer` value are cut out of it: an API (or a proxy in front of it)
+/// that echoes the request in its error would otherwise put the token into the log.
 fn interpret(status: StatusCode, body: &[u8], token: &str) -> Result<Webhook, VoltError> {
     let parsed: Option<GraphQlResponse> = serde_json::from_slice(body).ok();
-    let redact = |text: &str| {
-        if token.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(token, "[redacted]")
-        }
-    };
+    let shown = |text: &str| scrubbed_start(text, &[token], SHOWN_CHARS);
     let messages: Vec<String> = parsed
         .as_ref()
-        .map(|r| r.errors.iter().map(|e| redact(&e.message)).collect())
+        .map(|r| r.errors.iter().map(|e| shown(&e.message)).collect())
         .unwrap_or_default();
     let lower = messages.join("; ").to_lowercase();
     let answer = || VoltAnswer {
         status,
         said: if messages.is_empty() {
-            VoltSaid::Body(snippet(&redact(&String::from_utf8_lossy(body))))
+            VoltSaid::Body(shown(&String::from_utf8_lossy(body)))
         } else {
             VoltSaid::Messages(messages.clone())
         },
@@ -268,10 +266,6 @@ fn webhook_from(value: &Value) -> Option<Webhook> {
         created_at: text("createdAt"),
         last_updated_at: text("lastUpdatedAt"),
     })
-}
-
-fn snippet(body: &str) -> String {
-    body.trim().chars().take(200).collect()
 }
 
 #[cfg(test)]
@@ -358,14 +352,21 @@ mod tests {
     fn a_token_volt_echoes_is_redacted() {
         let errors = format!(r#"{{"errors":[{{"message":"invalid token {TOKEN}"}}]}}"#);
         let body = format!("token {TOKEN} expired");
+        let proxy = format!(
+            "<pre>{}\nAuthorization: Bearer {TOKEN}\nX-Via: proxy</pre>",
+            "request headers ".repeat(10)
+        );
+        let echoed = r#"{"errors":[{"message":"bad request; headers {\"authorization\": \"Bearer other-Zk81\"}"}]}"#;
         for (status, body) in [
             (StatusCode::OK, errors.as_bytes()),
             (StatusCode::UNAUTHORIZED, body.as_bytes()),
             (StatusCode::BAD_GATEWAY, body.as_bytes()),
+            (StatusCode::BAD_REQUEST, proxy.as_bytes()),
+            (StatusCode::INTERNAL_SERVER_ERROR, echoed.as_bytes()),
         ] {
             let e = answer(status, body).unwrap_err();
             let text = e.to_string();
-            assert!(!text.contains(TOKEN), "{text}");
+            assert!(!text.contains(TOKEN) && !text.contains("Zk81"), "{text}");
             assert!(text.contains("[redacted]"), "{text}");
         }
     }
@@ -377,6 +378,18 @@ mod tests {
             br#"{"data":{"registerWebhook":{"id":7,"url":"u"}}}"#,
         );
         assert_eq!(w.unwrap().id, "7");
+    }
+
+    #[test]
+    fn long_answers_are_shortened() {
+        let long = "x".repeat(5_000);
+        let errors = format!(r#"{{"errors":[{{"message":"{long}"}},{{"message":"second"}}]}}"#);
+        for body in [long.as_str(), errors.as_str()] {
+            let text = answer(StatusCode::BAD_GATEWAY, body.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(text.len() < 2 * SHOWN_CHARS + 100, "{} bytes", text.len());
+        }
     }
 
     #[test]

@@ -26,6 +26,35 @@ async fn an_unknown_key_is_named() {
 }
 
 #[actix_web::test]
+async fn a_malformed_secret_line_is_not_shown() {
+    const SECRET: &str = "s3cret-token-Wq8Z";
+    let config = TestConfig::new().token(SECRET);
+    for broken in [
+        format!("token = \"{SECRET}\n"),
+        format!("token = {SECRET}\n"),
+        format!("token = \"{SECRET}\" \"{SECRET}\"\n"),
+    ] {
+        let text = config
+            .write(dead_port())
+            .replace(&format!("token = \"{SECRET}\"\n"), &broken);
+        std::fs::write(config.config_path(), text).unwrap();
+        for command in ["check-config", "run"] {
+            let output = voltd(Some(&config.config_path()), config.dir.path(), &[command]).await;
+
+            assert_eq!(output.code, 78, "{command}: {output:?}");
+            assert!(
+                output.stderr.contains("is not valid TOML: line 3, column "),
+                "{command}: {output:?}"
+            );
+            assert!(
+                !output.stderr.contains(SECRET) && !output.stdout.contains(SECRET),
+                "the token leaked: {output:?}"
+            );
+        }
+    }
+}
+
+#[actix_web::test]
 async fn a_missing_config_file_lists_what_was_tried() {
     let empty = tempfile::tempdir().unwrap();
 

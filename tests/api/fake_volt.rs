@@ -15,11 +15,13 @@ use crate::helpers::fixture;
 /// What Volt's probe sends; the real body is undocumented.
 pub const PROBE_BODY: &str = r#"{"test":true}"#;
 
-/// How a wrong token is answered: both shapes have been seen from GraphQL servers.
+/// How a wrong token is answered: the first two shapes have been seen from GraphQL servers;
+/// the third is a proxy in front of one that echoes the request's headers, at length.
 #[derive(Debug, Clone, Copy)]
 pub enum TokenRejection {
     Http401,
     GraphQlError,
+    EchoingHeaders,
 }
 
 /// One `registerWebhook` call as the fake saw it.
@@ -154,6 +156,11 @@ async fn answer(
             TokenRejection::GraphQlError => {
                 HttpResponse::Ok().body(fixture("register-unauthorized.json"))
             }
+            TokenRejection::EchoingHeaders => HttpResponse::Unauthorized().body(format!(
+                "<html><p>{}</p><pre>authorization: {}</pre></html>",
+                "Your request was refused. ".repeat(20),
+                call.authorization.as_deref().unwrap_or_default()
+            )),
         };
     }
     if let Some(message) = &behaviour.graphql_error {

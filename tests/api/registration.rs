@@ -128,7 +128,11 @@ async fn a_graphql_error_is_not_retried() {
 #[actix_web::test]
 async fn a_rejected_token_stops_the_daemon_with_exit_78() {
     voltd::skip_unless_available!(crate::BACKEND);
-    for rejection in [TokenRejection::Http401, TokenRejection::GraphQlError] {
+    for rejection in [
+        TokenRejection::Http401,
+        TokenRejection::GraphQlError,
+        TokenRejection::EchoingHeaders,
+    ] {
         let volt = FakeVolt::builder(TOKEN)
             .rejecting_tokens_with(rejection)
             .start()
