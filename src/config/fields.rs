@@ -165,22 +165,27 @@ pub fn optional_socket_addr<'de, D: Deserializer<'de>>(
 /// An absolute `http` or `https` URL with a host: what Volt and the sinks can be reached at.
 pub fn http_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
     let text = String::deserialize(deserializer)?;
-    let bad = |why: String| {
+    let url = Url::parse(&text).map_err(|e| {
         de::Error::custom(format!(
-            "{text:?} {why}; use an absolute http:// or https:// URL"
+            "{text:?} is not a URL ({e}); use an absolute http:// or https:// URL"
         ))
-    };
-    let url = Url::parse(&text).map_err(|e| bad(format!("is not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(bad("is not an http(s) URL with a host".to_owned()));
-    }
+    })?;
+    url_with_scheme(&url, &["http", "https"]).map_err(de::Error::custom)?;
     Ok(url)
 }
 
-pub fn optional_http_url<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Url>, D::Error> {
-    http_url(deserializer).map(Some)
+/// Whether `url` has one of `schemes` and a host; the error names them.
+pub fn url_with_scheme(url: &Url, schemes: &[&str]) -> Result<(), String> {
+    if schemes.contains(&url.scheme()) && url.host().is_some() {
+        return Ok(());
+    }
+    let wanted: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+    Err(format!(
+        "{:?} is not a URL with a host and the scheme {}; use an absolute {} URL",
+        url.as_str(),
+        schemes.join(" or "),
+        wanted.join(" or ")
+    ))
 }
 
 /// CIDR networks, or bare addresses meaning just that address. Items are trimmed and empty
@@ -320,7 +325,10 @@ mod tests {
         );
         assert!(read("\"https://x.example/a\"", http_url).is_ok());
         for (toml, why) in [
-            ("\"ftp://x/y\"", "is not an http(s) URL with a host"),
+            (
+                "\"ftp://x/y\"",
+                "is not a URL with a host and the scheme http or https",
+            ),
             (
                 "\"/relative\"",
                 "is not a URL (relative URL without a base)",
