@@ -125,13 +125,17 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// The receive time as every output shows it: RFC 3339, UTC, to the microsecond.
+    pub fn received_at_text(&self) -> String {
+        self.received_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+
     /// The line of `voltd events list --json` and `events tail --json`.
     pub fn to_json(&self) -> EventJson<'_> {
         EventJson {
             id: self.id,
-            received_at: self
-                .received_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            received_at: self.received_at_text(),
             event_type: self.fields.event_type.as_deref(),
             direction: self.fields.direction.as_deref(),
             from: self.fields.from.as_deref(),

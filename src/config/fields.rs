@@ -168,23 +168,28 @@ pub fn optional_socket_addr<'de, D: Deserializer<'de>>(
 pub fn http_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
     let text = String::deserialize(deserializer)?;
     // A sink's URL may carry a password.
-    let bad = |why: String| {
+    let url = Url::parse(&text).map_err(|e| {
         de::Error::custom(format!(
-            "{:?} {why}; use an absolute http:// or https:// URL",
+            "{:?} is not a URL ({e}); use an absolute http:// or https:// URL",
             redacted_url(&text)
         ))
-    };
-    let url = Url::parse(&text).map_err(|e| bad(format!("is not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(bad("is not an http(s) URL with a host".to_owned()));
-    }
+    })?;
+    url_with_scheme(&url, &["http", "https"]).map_err(de::Error::custom)?;
     Ok(url)
 }
 
-pub fn optional_http_url<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Url>, D::Error> {
-    http_url(deserializer).map(Some)
+/// Whether `url` has one of `schemes` and a host; the error names them.
+pub fn url_with_scheme(url: &Url, schemes: &[&str]) -> Result<(), String> {
+    if schemes.contains(&url.scheme()) && url.host().is_some() {
+        return Ok(());
+    }
+    let wanted: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+    Err(format!(
+        "{:?} is not a URL with a host and the scheme {}; use an absolute {} URL",
+        redacted_url(url.as_str()),
+        schemes.join(" or "),
+        wanted.join(" or ")
+    ))
 }
 
 /// CIDR networks, or bare addresses meaning just that address. Items are trimmed and empty
@@ -324,7 +329,10 @@ mod tests {
         );
         assert!(read("\"https://x.example/a\"", http_url).is_ok());
         for (toml, why) in [
-            ("\"ftp://x/y\"", "is not an http(s) URL with a host"),
+            (
+                "\"ftp://x/y\"",
+                "is not a URL with a host and the scheme http or https",
+            ),
             (
                 "\"/relative\"",
                 "is not a URL (relative URL without a base)",

@@ -38,6 +38,7 @@ pub struct ForwardSettings {
 pub enum Target {
     Http(HttpTarget),
     Command(CommandTarget),
+    Redis(RedisTarget),
 }
 
 /// `type = "http"`: the event's original body is POSTed to `url`.
@@ -56,12 +57,22 @@ pub struct CommandTarget {
     pub args: Vec<String>,
 }
 
+/// `type = "redis"`: each event is appended to a Redis stream with `XADD`.
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    pub url: Url,
+    pub stream: String,
+    /// Trims the stream to about this many entries (`MAXLEN ~`) as it grows.
+    pub max_len: Option<u64>,
+}
+
 /// The words of `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkType {
     Http,
     Command,
+    Redis,
 }
 
 impl SinkType {
@@ -69,14 +80,27 @@ impl SinkType {
         match self {
             Self::Http => "http",
             Self::Command => "command",
+            Self::Redis => "redis",
         }
     }
 
-    /// A command runs one at a time unless asked otherwise; an HTTP endpoint takes a few.
+    /// A command runs one at a time unless asked otherwise; an HTTP endpoint takes a few. A
+    /// broker takes many commands in flight on its one connection (they are pipelined), and
+    /// a sustained stream of events needs them.
     fn default_concurrency(self) -> usize {
         match self {
             Self::Http => 4,
             Self::Command => 1,
+            Self::Redis => 256,
+        }
+    }
+
+    /// The URL schemes a sink of this type connects with.
+    fn url_schemes(self) -> &'static [&'static str] {
+        match self {
+            Self::Http => &["http", "https"],
+            Self::Command => &[],
+            Self::Redis => &["redis"],
         }
     }
 }
@@ -86,6 +110,7 @@ impl Target {
         match self {
             Self::Http(_) => SinkType::Http,
             Self::Command(_) => SinkType::Command,
+            Self::Redis(_) => SinkType::Redis,
         }
     }
 }
@@ -151,9 +176,9 @@ struct SinkEntry {
     name: String,
     #[serde(rename = "type", deserialize_with = "fields::any_case")]
     kind: SinkType,
+    /// Its scheme is checked against the type's, once the type is known.
     #[serde(
         default,
-        deserialize_with = "fields::optional_http_url",
         serialize_with = "show::sink_url",
         skip_serializing_if = "Option::is_none"
     )]
@@ -176,6 +201,14 @@ struct SinkEntry {
     program: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "fields::optional_positive",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_len: Option<u64>,
     #[serde(
         rename = "timeout_secs",
         default = "default_timeout",
@@ -231,22 +264,27 @@ fn default_backoff_max() -> Duration {
 }
 
 impl SinkEntry {
-    /// The type-specific keys this entry sets, each with the type it belongs to.
-    fn typed_keys(&self) -> impl Iterator<Item = (&'static str, SinkType)> {
+    /// The type-specific keys this entry sets, each with the types it belongs to.
+    fn typed_keys(&self) -> impl Iterator<Item = (&'static str, &'static [SinkType])> {
+        const HTTP: &[SinkType] = &[SinkType::Http];
+        const COMMAND: &[SinkType] = &[SinkType::Command];
+        const REDIS: &[SinkType] = &[SinkType::Redis];
         [
-            ("url", SinkType::Http, self.url.is_some()),
-            ("headers", SinkType::Http, !self.headers.is_empty()),
             (
-                "signing_secret",
-                SinkType::Http,
-                self.signing_secret.is_some(),
+                "url",
+                &[SinkType::Http, SinkType::Redis][..],
+                self.url.is_some(),
             ),
-            ("program", SinkType::Command, self.program.is_some()),
-            ("args", SinkType::Command, !self.args.is_empty()),
+            ("headers", HTTP, !self.headers.is_empty()),
+            ("signing_secret", HTTP, self.signing_secret.is_some()),
+            ("program", COMMAND, self.program.is_some()),
+            ("args", COMMAND, !self.args.is_empty()),
+            ("stream", REDIS, self.stream.is_some()),
+            ("max_len", REDIS, self.max_len.is_some()),
         ]
         .into_iter()
         .filter(|(_, _, set)| *set)
-        .map(|(key, owner, _)| (key, owner))
+        .map(|(key, owners, _)| (key, owners))
     }
 }
 
@@ -278,22 +316,47 @@ impl TryFrom<SinkEntry> for ForwardSettings {
             ));
         }
         let kind = entry.kind;
-        if let Some((key, owner)) = entry.typed_keys().find(|(_, owner)| *owner != kind) {
+        if let Some((key, owners)) = entry
+            .typed_keys()
+            .find(|(_, owners)| !owners.contains(&kind))
+        {
+            let types: Vec<String> = owners
+                .iter()
+                .map(|owner| format!("type = \"{}\"", owner.as_str()))
+                .collect();
             return Err(error(format!(
-                "{key} only applies to type = \"{}\"",
-                owner.as_str()
+                "{key} only applies to {}",
+                types.join(" or ")
             )));
         }
         let needs = |key: &str| error(format!("type = \"{}\" needs a {key}", kind.as_str()));
+        let url = match entry.url {
+            Some(url) => {
+                fields::url_with_scheme(&url, kind.url_schemes())
+                    .map_err(|why| error(format!("url {why}")))?;
+                Some(url)
+            }
+            None => None,
+        };
         let target = match kind {
             SinkType::Http => Target::Http(HttpTarget {
-                url: entry.url.ok_or_else(|| needs("url"))?,
+                url: url.ok_or_else(|| needs("url"))?,
                 headers: entry.headers,
                 signing_key: entry.signing_secret,
             }),
             SinkType::Command => Target::Command(CommandTarget {
                 program: entry.program.ok_or_else(|| needs("program"))?,
                 args: entry.args,
+            }),
+            SinkType::Redis => Target::Redis(RedisTarget {
+                url: url.ok_or_else(|| needs("url"))?,
+                stream: entry
+                    .stream
+                    .filter(|stream| !stream.is_empty())
+                    .ok_or_else(|| {
+                        needs("stream (the key of the Redis stream, e.g. volt:events)")
+                    })?,
+                max_len: entry.max_len,
             }),
         };
         Ok(Self {
@@ -325,6 +388,8 @@ impl From<ForwardSettings> for SinkEntry {
             signing_secret: None,
             program: None,
             args: Vec::new(),
+            stream: None,
+            max_len: None,
             timeout: sink.timeout,
             max_concurrency: Some(sink.max_concurrency),
             event_types: sink.filter.event_types,
@@ -343,6 +408,11 @@ impl From<ForwardSettings> for SinkEntry {
             Target::Command(command) => {
                 entry.program = Some(command.program);
                 entry.args = command.args;
+            }
+            Target::Redis(redis) => {
+                entry.url = Some(redis.url);
+                entry.stream = Some(redis.stream);
+                entry.max_len = redis.max_len;
             }
         }
         entry
@@ -478,6 +548,32 @@ mod tests {
     }
 
     #[test]
+    fn a_redis_sink_is_read_and_shown_without_its_password() {
+        let settings = load(
+            "[[forward]]\nname = \"bus\"\ntype = \"redis\"\n\
+             url = \"redis://:hunter2@127.0.0.1:6379/0\"\nstream = \"volt:events\"\nmax_len = 1000\n",
+        )
+        .unwrap();
+        let [bus] = &settings.forward[..] else {
+            panic!("one sink expected: {:?}", settings.forward);
+        };
+        assert_eq!(bus.max_concurrency, 256);
+        let Target::Redis(redis) = &bus.target else {
+            panic!("a redis target expected: {bus:?}");
+        };
+        assert_eq!(
+            (redis.stream.as_str(), redis.max_len),
+            ("volt:events", Some(1000))
+        );
+        let shown = toml::to_string(&SinkEntry::from(bus.clone())).unwrap();
+        assert!(
+            shown.contains("url = \"redis://127.0.0.1:6379/0\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (forward, expected) in [
             (
@@ -489,10 +585,6 @@ mod tests {
                 "forward[0].type: unknown variant `mail`",
             ),
             ("name = \"a\"\ntype = \"command\"\n", "needs a program"),
-            (
-                "name = \"a\"\ntype = \"command\"\nprogram = \"/bin/true\"\nurl = \"http://x/\"\n",
-                "sink \"a\": url only applies to type = \"http\"",
-            ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nargs = [\"-v\"]\n",
                 "sink \"a\": args only applies to type = \"command\"",
@@ -519,7 +611,29 @@ mod tests {
             ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"mailto:a@example.com\"\n",
-                "forward[0].url: \"mailto:a@example.com\" is not an http(s) URL",
+                "forward[0]: sink \"a\": url \"mailto:a@example.com\" is not a URL with a \
+                 host and the scheme http or https; use an absolute http:// or https:// URL",
+            ),
+            (
+                "name = \"a\"\ntype = \"redis\"\nurl = \"http://x/\"\nstream = \"s\"\n",
+                "sink \"a\": url \"http://x/\" is not a URL with a host and the scheme redis; \
+                 use an absolute redis:// URL",
+            ),
+            (
+                "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\n",
+                "sink \"a\": type = \"redis\" needs a stream",
+            ),
+            (
+                "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\nstream = \"s\"\nmax_len = 0\n",
+                "forward[0].max_len: must be greater than zero",
+            ),
+            (
+                "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nstream = \"s\"\n",
+                "sink \"a\": stream only applies to type = \"redis\"",
+            ),
+            (
+                "name = \"a\"\ntype = \"command\"\nprogram = \"/bin/true\"\nurl = \"redis://x/\"\n",
+                "sink \"a\": url only applies to type = \"http\" or type = \"redis\"",
             ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nheaders = { \"a b\" = \"c\" }\n",

@@ -222,7 +222,7 @@ fn each_kind_of_value_explains_itself() {
         ),
         (
             "[api]\nurl = \"ftp://x/y\"\n",
-            "api.url: \"ftp://x/y\" is not an http(s) URL with a host; use an absolute http:// \
+            "api.url: \"ftp://x/y\" is not a URL with a host and the scheme http or https; use an absolute http:// \
              or https:// URL",
         ),
         (

@@ -4,7 +4,7 @@ use chrono::Utc;
 use secrecy::ExposeSecret as _;
 
 use super::signing::sign;
-use super::sink::{DeliveryError, ERROR_KEEP_BYTES, truncate};
+use super::sink::{DeliveryError, ERROR_KEEP_BYTES, delivery_key, truncate};
 use crate::config::{HttpTarget, origin};
 use crate::event::StoredEvent;
 use crate::printable::scrubbed;
@@ -30,8 +30,7 @@ pub(super) async fn post(
         request = request.insert_header((name.as_str(), value.as_str()));
     }
     if let Some(key) = &target.signing_key {
-        // The id stays the same across retries and replays so receivers can deduplicate.
-        let message_id = format!("voltd_evt_{}", event.id);
+        let message_id = delivery_key(event);
         let timestamp = Utc::now().timestamp();
         request = request
             .insert_header(("webhook-id", message_id.as_str()))

@@ -1,4 +1,4 @@
-//! Forwarding stored events to HTTP endpoints and commands.
+//! Forwarding stored events to HTTP endpoints, commands and message brokers.
 //!
 //! The delivery task reads the store, never the ingest path: it follows the events table (a
 //! cursor per sink, in the database; see [`crate::store::Outbox`]), queues one delivery row
@@ -9,6 +9,7 @@
 
 mod command;
 mod http;
+mod redis;
 mod signing;
 mod sink;
 

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use super::{command, http};
-use crate::config::{ForwardSettings, Target};
+use redis::aio::ConnectionManager;
+
+use super::{command, http, redis as redis_stream};
+use crate::config::{ForwardSettings, RedisTarget, Target};
 use crate::error_chain::ErrorChain;
 use crate::event::StoredEvent;
 use crate::request_failure::RequestFailure;
@@ -62,6 +64,13 @@ pub enum DeliveryError {
         status: ExitStatus,
         stderr: String,
     },
+    #[error("XADD to stream {stream:?} at {origin} failed")]
+    Redis {
+        origin: String,
+        stream: String,
+        #[source]
+        source: redis::RedisError,
+    },
     #[error("cannot write the event as JSON")]
     Encode(#[source] serde_json::Error),
     #[error("the event is no longer stored (retention removed it)")]
@@ -86,6 +95,15 @@ pub struct Sink {
     /// Built on the first HTTP delivery: awc clients belong to the runtime thread that built
     /// them (the delivery task's), and command sinks need none.
     http: OnceCell<awc::Client>,
+    /// Made on the first delivery to a Redis sink, inside the delivery task's runtime, which
+    /// runs its reconnections.
+    redis: OnceCell<ConnectionManager>,
+}
+
+/// The key that names one event to a receiver, the same on every retry and replay of it, so
+/// the receiver (or a broker's own duplicate detection) can drop repeats.
+pub(super) fn delivery_key(event: &StoredEvent) -> String {
+    format!("voltd_evt_{}", event.id)
 }
 
 impl Sink {
@@ -93,6 +111,7 @@ impl Sink {
         Self {
             settings,
             http: OnceCell::new(),
+            redis: OnceCell::new(),
         }
     }
 
@@ -108,11 +127,25 @@ impl Sink {
                 http::post(client, target, event).await
             }
             Target::Command(target) => command::run(target, self.settings.timeout, event).await,
+            Target::Redis(target) => match self.redis_connection(target) {
+                Ok(connection) => redis_stream::append(connection, target, event).await,
+                Err(error) => Err(error),
+            },
         };
         match result {
             Ok(()) => Attempt::Delivered,
             Err(error) => Attempt::Failed(error),
         }
+    }
+}
+
+impl Sink {
+    fn redis_connection(&self, target: &RedisTarget) -> Result<ConnectionManager, DeliveryError> {
+        if let Some(connection) = self.redis.get() {
+            return Ok(connection.clone());
+        }
+        let connection = redis_stream::connect(target, self.settings.timeout)?;
+        Ok(self.redis.get_or_init(|| connection).clone())
     }
 }
 

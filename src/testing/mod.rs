@@ -8,6 +8,7 @@
 //! give the unit tests a second copy of voltd's types; and a copy for each kind of test,
 //! which is how two schema helpers with two skip rules came about.
 
+pub mod brokers;
 pub mod postgres;
 
 use std::sync::OnceLock;
@@ -35,6 +36,18 @@ macro_rules! skip_unless_available {
             return;
         }
     };
+}
+
+/// Why the tests of an outside service must run, when they must: `variable` (which points
+/// them at the service) is set, or `CI=true`.
+fn required_by(variable: &str) -> Option<String> {
+    if std::env::var_os(variable).is_some() {
+        Some(format!("{variable} is set"))
+    } else if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        Some("CI=true".to_owned())
+    } else {
+        None
+    }
 }
 
 /// The key that signs test events. Generating one takes seconds in a debug build, so each

@@ -40,13 +40,7 @@ pub fn should_run() -> bool {
 
 fn decide() -> Result<bool, String> {
     let url = url();
-    let asked_by = if std::env::var_os(URL_VARIABLE).is_some() {
-        Some("VOLTD_TEST_POSTGRES_URL is set")
-    } else if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-        Some("CI=true")
-    } else {
-        None
-    };
+    let asked_by = super::required_by(URL_VARIABLE);
     let Err(cause) = on_own_runtime(connect_within_timeout(url.clone())) else {
         return Ok(true);
     };
