@@ -13,6 +13,8 @@ mod fake_volt;
 mod forwarding;
 mod health;
 mod helpers;
+mod inbox;
+mod inbox_access;
 mod limits;
 mod logging;
 mod receiving;
