@@ -20,7 +20,9 @@
 //!    and the signature check; it never calls Volt. [`forward`]: the delivery task over the
 //!    outbox, one file per sink type. [`ops`]: the admin listener (health, readiness,
 //!    metrics), systemd notifications and watchdog, and logging. The receiver and the
-//!    forwarder count into [`ops::metrics`].
+//!    forwarder count into [`ops::metrics`]. [`ui`]: the web inbox, served on the admin
+//!    listener; it reads the store, shows [`ops`]'s readiness and counters, and replays
+//!    through [`forward`]'s sink filters.
 //! 4. [`startup`]: wiring only. It builds the parts from the settings and runs them in the
 //!    order Volt requires (serve, then register, then tell systemd).
 //! 5. [`cli`]: one file per command, on top.
@@ -46,5 +48,6 @@ pub mod startup;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod ui;
 pub mod volt;
 pub mod webhook;

@@ -21,6 +21,7 @@ use crate::receiver::signatures::SignatureCheck;
 use crate::receiver::tls::{self, ReloadableCert};
 use crate::receiver::{self, Receiver};
 use crate::store::{OpenRetry, Store, WriterTask, retention};
+use crate::ui::{self, UiState};
 use crate::volt::registration::{self, Progress, RegistrationStatus};
 
 /// A daemon whose store is open and whose listeners are bound and serving.
@@ -34,6 +35,9 @@ pub struct Application {
     writer_task: WriterTask,
     admin_state: AdminState,
     tls: Option<Arc<ReloadableCert>>,
+    /// Ends the web inbox's live streams, which would otherwise hold the admin listener open
+    /// at shutdown.
+    ui_streams: CancellationToken,
 }
 
 impl Application {
@@ -113,7 +117,21 @@ impl Application {
             None => None,
         };
         let server = receiver::serve(&settings.server, listener, receiver, tls.as_ref())?;
-        let admin_server = admin::serve(&settings.admin, admin_state.clone())?;
+        let ui_streams = CancellationToken::new();
+        let inbox = match settings.admin.serves_ui() {
+            true => Some(UiState::new(
+                &settings,
+                store.clone(),
+                admin_state.clone(),
+                ui_streams.clone(),
+            )?),
+            false => None,
+        };
+        let admin_server = admin::serve(&settings.admin, admin_state.clone(), move |cfg| {
+            if let Some(inbox) = &inbox {
+                ui::configure(cfg, inbox.clone());
+            }
+        })?;
         Ok(Self {
             settings,
             token,
@@ -124,6 +142,7 @@ impl Application {
             writer_task,
             admin_state,
             tls,
+            ui_streams,
         })
     }
 
@@ -153,6 +172,7 @@ impl Application {
             writer_task,
             admin_state,
             tls,
+            ui_streams,
         } = self;
         let handle = server.handle();
         let mut serving = actix_web::rt::spawn(server);
@@ -166,6 +186,9 @@ impl Application {
         );
         let admin = admin_server.map(|(server, addr)| {
             tracing::info!(listen = %addr, "Serving /healthz, /readyz and /metrics on http://{addr}");
+            if settings.admin.serves_ui() {
+                tracing::info!(listen = %addr, "Serving the web inbox on http://{addr}/");
+            }
             (server.handle(), actix_web::rt::spawn(server))
         });
         for warning in settings.warnings() {
@@ -251,6 +274,7 @@ impl Application {
         handle.stop(true).await;
         let _ = serving.await;
         if let Some((admin_handle, admin_serving)) = admin {
+            ui_streams.cancel();
             admin_handle.stop(true).await;
             let _ = admin_serving.await;
         }

@@ -20,6 +20,7 @@ use crate::error_chain::ErrorChain;
 use crate::receiver::signatures::{PublicKeyError, SignatureCheck};
 use crate::receiver::tls::{ReloadableCert, TlsError};
 use crate::store::{InvalidPostgresUrl, Store};
+use crate::ui::UiPasswordError;
 use crate::volt::VoltError;
 use crate::volt::registration::RegistrationError;
 use crate::volt::token::{self, TokenError};
@@ -134,6 +135,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             || cause.is::<PublicKeyError>()
             || cause.is::<InvalidPostgresUrl>()
             || cause.is::<TlsError>()
+            || cause.is::<UiPasswordError>()
             || cause
                 .downcast_ref::<VoltError>()
                 .is_some_and(VoltError::is_credential)

@@ -1,6 +1,8 @@
-//! `[admin]`: the listener for health and metrics, apart from the public webhook listener.
+//! `[admin]`: the listener for health, metrics and the web inbox, apart from the public
+//! webhook listener.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +21,15 @@ pub struct AdminSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub listen: Option<SocketAddr>,
+    /// Serve the web inbox (`/`, `/events/..`, `/conversations/..`, `/deliveries`).
+    pub ui: bool,
+    /// Offer replay buttons in the inbox (POST with a CSRF token); read-only when false.
+    pub ui_actions: bool,
+    /// A file holding the password of the web inbox (HTTP Basic, any user name). Required
+    /// when the listener is not on a loopback address. A relative path is looked up in
+    /// `$CREDENTIALS_DIRECTORY` first, as `api.token_file` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ui_password_file: Option<PathBuf>,
 }
 
 impl Default for AdminSettings {
@@ -26,6 +37,9 @@ impl Default for AdminSettings {
         Self {
             enabled: true,
             listen: None,
+            ui: true,
+            ui_actions: false,
+            ui_password_file: None,
         }
     }
 }
@@ -39,5 +53,16 @@ impl AdminSettings {
     /// Whether `listen` was set: only then is failing to bind it fatal.
     pub fn is_explicit(&self) -> bool {
         self.listen.is_some()
+    }
+
+    /// Whether the web inbox is served.
+    pub fn serves_ui(&self) -> bool {
+        self.enabled && self.ui
+    }
+
+    /// The inbox shows every stored message, so anyone who can reach a listener beyond this
+    /// machine must give a password: the rule `validate` applies.
+    pub fn ui_needs_password(&self) -> bool {
+        self.serves_ui() && self.address().is_some_and(|addr| !addr.ip().is_loopback())
     }
 }

@@ -225,6 +225,14 @@ impl Settings {
                 "needs verify.public_key_file: Volt's public key (id_rsa.pub, or PEM)",
             ));
         }
+        if self.admin.ui_needs_password() && self.admin.ui_password_file.is_none() {
+            return Err(conflict(
+                "admin.ui_password_file",
+                "admin.listen is not a loopback address, so the web inbox (every stored \
+                 message) would be open to the network; put a password in a file and set \
+                 admin.ui_password_file to it, listen on 127.0.0.1, or set admin.ui = false",
+            ));
+        }
         // Deliveries are recorded by sink name.
         for (index, sink) in self.forward.iter().enumerate() {
             if self.forward[..index].iter().any(|s| s.name == sink.name) {

@@ -446,6 +446,19 @@ fn an_explicit_admin_listen_is_required_to_bind() {
 }
 
 #[test]
+fn an_inbox_beyond_loopback_needs_a_password() {
+    let public = format!("{MINIMAL}[admin]\nlisten = \"0.0.0.0:9090\"\n");
+    let refused = error(&public, &[]);
+    assert!(refused.starts_with("admin.ui_password_file: "), "{refused}");
+    let with_password = format!("{public}ui_password_file = \"ui-password\"\n");
+    assert!(load(&with_password, &[]).unwrap().admin.ui_needs_password());
+    let metrics_only = format!("{public}ui = false\n");
+    assert!(!load(&metrics_only, &[]).unwrap().admin.ui_needs_password());
+    let s = load(MINIMAL, &[]).unwrap();
+    assert!(s.admin.serves_ui() && !s.admin.ui_needs_password() && !s.admin.ui_actions);
+}
+
+#[test]
 fn secret_segment_detection() {
     assert!(has_secret_segment("/volt/9f8e7d6c5b4a39281706"));
     assert!(!has_secret_segment("/webhook"));

@@ -1,5 +1,7 @@
 //! The admin listener: liveness, readiness and Prometheus metrics, kept off the public
-//! webhook listener so they are never exposed to the internet by the reverse proxy.
+//! webhook listener so they are never exposed to the internet by the reverse proxy. The web
+//! inbox is served here too, added by the caller (`routes`), so that this layer knows
+//! nothing of it.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -22,12 +24,13 @@ pub struct AdminState {
     pub registration: RegistrationStatus,
 }
 
-/// Bind the admin listener and start serving on it. A default address that is taken only
-/// costs the health and metrics endpoints (a second instance on one host still receives
-/// events); an explicit one is fatal.
+/// Bind the admin listener and start serving on it, with `routes` after its own. A default
+/// address that is taken only costs the admin endpoints (a second instance on one host still
+/// receives events); an explicit one is fatal.
 pub fn serve(
     settings: &AdminSettings,
     state: AdminState,
+    routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 ) -> anyhow::Result<Option<(Server, SocketAddr)>> {
     let Some(listen) = settings.address() else {
         return Ok(None);
@@ -50,13 +53,17 @@ pub fn serve(
         }
     };
     let addr = listener.local_addr()?;
-    let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
-        .workers(1)
-        .listen(listener)
-        .with_context(|| format!("cannot serve the admin endpoints on {addr}"))?
-        .disable_signals()
-        .shutdown_timeout(5)
-        .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .configure(configure(state.clone()))
+            .configure(routes.clone())
+    })
+    .workers(1)
+    .listen(listener)
+    .with_context(|| format!("cannot serve the admin endpoints on {addr}"))?
+    .disable_signals()
+    .shutdown_timeout(5)
+    .run();
     Ok(Some((server, addr)))
 }
 

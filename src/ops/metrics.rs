@@ -218,6 +218,16 @@ impl Metrics {
         self.stored_since_start.load(Ordering::Relaxed)
     }
 
+    /// Repeat deliveries answered since this process started.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.get()
+    }
+
+    /// Deliveries pending at the forwarder's last sample (0 without forwarding).
+    pub fn delivery_backlog(&self) -> i64 {
+        self.delivery_backlog.get()
+    }
+
     pub fn rejected(&self, reason: Rejection) {
         self.rejections
             .get_or_create(&RejectionLabel { reason })

@@ -81,7 +81,7 @@ pub struct Backlog {
 const SELECT_HEADER: &str = "SELECT id, event_type, direction, from_number, to_number FROM events";
 /// A finished delivery keeps the time of its last attempt in `next_attempt_at`; it is not
 /// a next attempt, so it is not read as one.
-const SELECT_DELIVERY: &str = "SELECT id, event_id, sink, status, attempts, \
+pub(super) const SELECT_DELIVERY: &str = "SELECT id, event_id, sink, status, attempts, \
     CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at, \
     created_at, updated_at, last_error FROM deliveries";
 

@@ -10,6 +10,7 @@ mod coordination;
 mod deliveries;
 mod failure;
 mod health;
+mod inbox;
 mod postgres;
 mod queries;
 pub mod retention;
@@ -38,6 +39,7 @@ pub use deliveries::{
     EventSelection, FollowPosition, Outbox,
 };
 pub use health::{StoreHealth, StoreProblem};
+pub use inbox::{DeliveryCount, EventSummary, InboxFilter, Page, SinkState};
 pub use postgres::InvalidPostgresUrl;
 pub use queries::EventFilter;
 pub use writer::{CommitObserver, EventWriter, WriteError, WriterTask};

@@ -39,16 +39,19 @@ pub enum TokenError {
 pub fn load(api: &ApiSettings) -> Result<Option<SecretString>, TokenError> {
     match (&api.token, &api.token_file) {
         (Some(token), _) => Ok(Some(token.clone())),
-        (None, Some(file)) => {
-            read_file(&resolve(file, std::env::var_os("CREDENTIALS_DIRECTORY"))).map(Some)
-        }
+        (None, Some(file)) => read_file(&resolve_credential(
+            file,
+            std::env::var_os("CREDENTIALS_DIRECTORY"),
+        ))
+        .map(Some),
         (None, None) => Ok(None),
     }
 }
 
 /// systemd's `LoadCredential=` places files under `$CREDENTIALS_DIRECTORY`; a relative
-/// `token_file` is resolved there so that the unit can name just the credential.
-fn resolve(file: &Path, credentials_directory: Option<OsString>) -> PathBuf {
+/// credential file (`token_file`, `admin.ui_password_file`) is resolved there so that the
+/// unit can name just the credential.
+pub fn resolve_credential(file: &Path, credentials_directory: Option<OsString>) -> PathBuf {
     match credentials_directory {
         Some(directory) if file.is_relative() => PathBuf::from(directory).join(file),
         _ => file.to_path_buf(),
@@ -84,15 +87,15 @@ mod tests {
     fn a_relative_file_is_looked_up_among_the_credentials() {
         let credentials = Some(OsString::from("/run/credentials/voltd.service"));
         assert_eq!(
-            resolve(Path::new("volt-token"), credentials.clone()),
+            resolve_credential(Path::new("volt-token"), credentials.clone()),
             Path::new("/run/credentials/voltd.service/volt-token")
         );
         assert_eq!(
-            resolve(Path::new("/etc/voltd/volt-token"), credentials),
+            resolve_credential(Path::new("/etc/voltd/volt-token"), credentials),
             Path::new("/etc/voltd/volt-token")
         );
         assert_eq!(
-            resolve(Path::new("volt-token"), None),
+            resolve_credential(Path::new("volt-token"), None),
             Path::new("volt-token")
         );
     }

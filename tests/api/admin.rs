@@ -7,20 +7,14 @@ use crate::helpers::{TestApp, TestConfig, fixture, poll_until, send};
 
 const TOKEN: &str = "volt-admin-test-token";
 
-fn with_admin(config: TestConfig) -> TestConfig {
+pub fn with_admin(config: TestConfig) -> TestConfig {
     config.extra_toml("admin", r#"listen = "127.0.0.1:0""#)
 }
 
 async fn get(app: &TestApp, path: &str) -> (u16, String) {
-    let admin = app.admin_address.expect("admin listener enabled");
-    let reply = send(
-        app.client(),
-        Method::GET,
-        &format!("http://{admin}{path}"),
-        "",
-    )
-    .await
-    .expect("admin request");
+    let reply = send(app.client(), Method::GET, &app.admin_url(path), "")
+        .await
+        .expect("admin request");
     (
         reply.status,
         String::from_utf8_lossy(&reply.body).into_owned(),

@@ -119,7 +119,7 @@ pub async fn deliveries(store: &Store) -> Vec<DeliveryRecord> {
         .expect("list deliveries")
 }
 
-async fn wait_for_delivery(
+pub async fn wait_for_delivery(
     store: &Store,
     what: &str,
     condition: impl Fn(&DeliveryRecord) -> bool,

@@ -271,14 +271,7 @@ pub async fn send(
         .send_body(body.into())
         .await
         .map_err(|e| e.to_string())?;
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (retry_after, allow) = (header("retry-after"), header("allow"));
+    let (retry_after, allow) = (header(&response, "retry-after"), header(&response, "allow"));
     let body = response
         .body()
         .limit(16 * 1024 * 1024)
@@ -290,6 +283,15 @@ pub async fn send(
         allow,
         body,
     })
+}
+
+/// A response header as text, when present and printable.
+pub fn header<S>(response: &awc::ClientResponse<S>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// In-process apps share one subscriber per test binary. With `TEST_LOG` set it writes to
@@ -360,6 +362,13 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    /// A URL on the admin listener (which must be on), reached over loopback whatever
+    /// address it listens on.
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self.admin_address.expect("admin listener enabled");
+        format!("http://127.0.0.1:{}{path}", admin.port())
     }
 
     pub fn webhook_url(&self) -> String {

@@ -14,6 +14,8 @@ mod fake_volt;
 mod forwarding;
 mod health;
 mod helpers;
+mod inbox;
+mod inbox_access;
 mod limits;
 mod logging;
 mod receiving;

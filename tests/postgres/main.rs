@@ -21,6 +21,10 @@ mod forwarding;
 mod forwarding_instances;
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[path = "../api/inbox.rs"]
+mod inbox;
+#[path = "../api/inbox_access.rs"]
+mod inbox_access;
 mod instances;
 #[path = "../api/limits.rs"]
 mod limits;
