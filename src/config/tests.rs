@@ -366,7 +366,7 @@ fn a_secret_of_the_wrong_type_is_not_shown() {
         &[],
     );
     assert!(
-        err.starts_with("forward[0].url: \"ftp://u:redacted@x/\""),
+        err.starts_with("forward[0]: sink \"a\": url \"ftp://u:redacted@x/\""),
         "{err}"
     );
     let err = error(&format!("{MINIMAL}[api]\ntimeout_secs = \"4711x\"\n"), &[]);
