@@ -8,6 +8,7 @@ mod admin;
 mod config_cli;
 mod daemon;
 mod durability;
+mod encodings;
 mod events_cli;
 mod fake_volt;
 mod forwarding;
