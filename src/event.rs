@@ -69,6 +69,9 @@ pub struct NewEvent {
     pub received_at: DateTime<Utc>,
     pub content_type: Option<String>,
     pub remote_addr: Option<String>,
+    /// The `Content-Encoding` the body arrived in (`gzip`, `br, gzip`), `None` when it came as
+    /// it is; `body` is always the decoded entity.
+    pub content_encoding: Option<String>,
     pub body: Vec<u8>,
     pub fields: EventFields,
     /// The result of checking Volt's signature header on arrival.
@@ -119,6 +122,8 @@ pub struct StoredEvent {
     pub received_at: DateTime<Utc>,
     pub content_type: Option<String>,
     pub remote_addr: Option<String>,
+    /// As [`NewEvent::content_encoding`].
+    pub content_encoding: Option<String>,
     pub body: Vec<u8>,
     pub fields: EventFields,
     pub signature: Verdict,
@@ -155,6 +160,7 @@ impl StoredEvent {
             error_code: self.fields.error_code.as_deref(),
             text: self.fields.text.as_deref(),
             content_type: self.content_type.as_deref(),
+            content_encoding: self.content_encoding.as_deref(),
             remote_addr: self.remote_addr.as_deref(),
             signature: self.signature.as_str(),
         }
@@ -188,6 +194,7 @@ pub struct DetailedEventJson<'a> {
     error_code: Option<&'a str>,
     text: Option<&'a str>,
     content_type: Option<&'a str>,
+    content_encoding: Option<&'a str>,
     remote_addr: Option<&'a str>,
     signature: &'static str,
 }
@@ -201,6 +208,7 @@ mod tests {
             received_at: Utc::now(),
             content_type: None,
             remote_addr: None,
+            content_encoding: None,
             body: body.as_bytes().to_vec(),
             fields: EventFields {
                 event_type: Some("message.sent".into()),
@@ -220,6 +228,7 @@ mod tests {
                 + chrono::Duration::microseconds(45),
             content_type: Some("application/json".into()),
             remote_addr: Some("192.0.2.1".into()),
+            content_encoding: Some("gzip".into()),
             body: body.to_vec(),
             fields: EventFields {
                 event_type: Some("message.received".into()),
@@ -257,7 +266,7 @@ mod tests {
         assert_eq!(
             detailed,
             format!(
-                r#"{},"status":null,"error_code":"30003","text":"say \"hi\"","content_type":"application/json","remote_addr":"192.0.2.1","signature":"valid"}}"#,
+                r#"{},"status":null,"error_code":"30003","text":"say \"hi\"","content_type":"application/json","content_encoding":"gzip","remote_addr":"192.0.2.1","signature":"valid"}}"#,
                 json_line(b"Yes").strip_suffix('}').unwrap()
             )
         );

@@ -35,6 +35,7 @@ pub enum Rejection {
     client,
     address,
     timeout,
+    encoding,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,7 +104,7 @@ impl Metrics {
         let rejections = Family::<RejectionLabel, Counter>::default();
         registry.register(
             "requests_rejected",
-            "Webhook requests refused, by reason (size, path, method, signature, backpressure, store, client, address, timeout)",
+            "Webhook requests refused, by reason (size, path, method, signature, backpressure, store, client, address, timeout, encoding)",
             rejections.clone(),
         );
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));

@@ -4,6 +4,8 @@
 //! up under its known spellings, in a nested `payload`, `data` or `message` object first (where
 //! Volt puts the message) and then at the top level. Whatever cannot be found stays empty.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use crate::event::{EventFields, without_bom};
@@ -20,12 +22,15 @@ const NESTED: [&str; 3] = ["payload", "data", "message"];
 pub fn extract(body: &[u8]) -> (EventFields, bool) {
     let body = without_bom(body);
     let parsed = serde_json::from_slice::<Value>(body).or_else(|error| {
-        // One invalid UTF-8 sequence in any string makes serde_json refuse the whole body;
-        // read it with such bytes replaced (the stored body keeps them), so that the message
-        // id, and with it deduplication, is still found.
-        match std::str::from_utf8(body) {
-            Ok(_) => Err(error),
-            Err(_) => serde_json::from_str(&String::from_utf8_lossy(body)),
+        // One invalid UTF-8 sequence, or one escaped half of a surrogate pair (`\ud83d`
+        // alone), in any string makes serde_json refuse the whole body; read it with such
+        // parts replaced by U+FFFD (the stored body keeps them), so that the message id, and
+        // with it deduplication, is still found.
+        let text = String::from_utf8_lossy(body);
+        match without_lone_surrogates(&text) {
+            Some(repaired) => serde_json::from_str(&repaired),
+            None if matches!(text, Cow::Owned(_)) => serde_json::from_str(&text),
+            None => Err(error),
         }
     });
     match parsed {
@@ -33,6 +38,40 @@ pub fn extract(body: &[u8]) -> (EventFields, bool) {
         Ok(_) => (EventFields::default(), true),
         Err(_) => (EventFields::default(), false),
     }
+}
+
+/// `text` with each `\uXXXX` escape of a surrogate that is not half of a pair replaced by
+/// `\ufffd`; `None` when there is none. Other escapes are stepped over whole, so that an
+/// escaped backslash followed by `ud800` is left alone.
+fn without_lone_surrogates(text: &str) -> Option<String> {
+    let surrogate = |at: usize, range: std::ops::RangeInclusive<u16>| {
+        text.get(at..at + 6)
+            .and_then(|escape| escape.strip_prefix("\\u"))
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            .is_some_and(|unit| range.contains(&unit))
+    };
+    let mut repaired = String::new();
+    let mut copied = 0;
+    let mut at = 0;
+    while let Some(found) = text[at..].find('\\') {
+        let start = at + found;
+        if surrogate(start, 0xD800..=0xDBFF) && surrogate(start + 6, 0xDC00..=0xDFFF) {
+            at = start + 12;
+        } else if surrogate(start, 0xD800..=0xDFFF) {
+            repaired.push_str(&text[copied..start]);
+            repaired.push_str("\\ufffd");
+            at = start + 6;
+            copied = at;
+        } else {
+            // The escaped character, which may be more than one byte (invalid JSON then).
+            at = start + 1 + text[start + 1..].chars().next().map_or(0, char::len_utf8);
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    repaired.push_str(&text[copied..]);
+    Some(repaired)
 }
 
 fn fields_of(top: &Map<String, Value>) -> EventFields {
@@ -95,6 +134,21 @@ fn looks_like_event_type(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lone_surrogates_are_replaced_and_pairs_kept() {
+        assert_eq!(without_lone_surrogates(r#"{"a":"\ud83d\ude00"}"#), None);
+        assert_eq!(without_lone_surrogates(r#"{"a":"\\ud83d"}"#), None);
+        assert_eq!(
+            without_lone_surrogates(r#"["\ud83d x","\uDE00","\ud83d\ud83d\ude00", "\ud83d"#)
+                .as_deref(),
+            Some(r#"["\ufffd x","\ufffd","\ufffd\ud83d\ude00", "\ufffd"#)
+        );
+        let (f, json) = extract(br#"{"id":"m1","text":"\udc00 \"\\"}"#);
+        assert!(json);
+        assert_eq!(f.message_id.as_deref(), Some("m1"));
+        assert_eq!(f.text.as_deref(), Some("\u{fffd} \"\\"));
+    }
 
     #[test]
     fn a_byte_order_mark_does_not_hide_the_fields() {
@@ -266,8 +320,8 @@ mod tests {
         assert_eq!(f.message_id.as_deref(), Some("top"));
     }
 
-    /// Even where no field is read: invalid UTF-8, a lone surrogate, nesting past
-    /// `serde_json`'s depth limit.
+    /// Even where no field is read: nesting past `serde_json`'s depth limit. (Invalid UTF-8
+    /// and lone surrogates are read around, below.)
     #[test]
     fn a_body_the_parser_refuses_anywhere_is_not_json() {
         let deep = format!(
@@ -275,9 +329,7 @@ mod tests {
             "[".repeat(200),
             "]".repeat(200)
         );
-        for body in [br#"{"id":"m","x":"\ud800"}"#, deep.as_bytes()] {
-            assert_eq!(extract(body), (EventFields::default(), false));
-        }
+        assert_eq!(extract(deep.as_bytes()), (EventFields::default(), false));
     }
 
     #[test]

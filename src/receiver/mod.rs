@@ -4,6 +4,8 @@
 //! exactly as received, and answered with 200 only once the store has committed it.
 
 pub mod access;
+mod body;
+mod decode;
 mod extract;
 pub mod signatures;
 pub mod tls;
@@ -172,6 +174,11 @@ pub enum ReceiveError {
     TooLarge,
     #[error("could not read the request body")]
     BadBody,
+    #[error(
+        "Content-Encoding not supported; send {}, or no Content-Encoding",
+        decode::SUPPORTED
+    )]
+    UnsupportedEncoding,
     #[error("the request body did not arrive in time")]
     Timeout,
     #[error("signature missing or invalid")]
@@ -189,6 +196,7 @@ impl ResponseError for ReceiveError {
         match self {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::BadSignature => StatusCode::UNAUTHORIZED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -201,7 +209,10 @@ impl ResponseError for ReceiveError {
         let mut response = HttpResponse::build(self.status_code());
         // The rest of the body was never read: the connection cannot carry another request,
         // and a slow sender must not hold it open after its answer.
-        if matches!(self, Self::Timeout | Self::TooLarge) {
+        if matches!(
+            self,
+            Self::Timeout | Self::TooLarge | Self::UnsupportedEncoding
+        ) {
             response.force_close();
         }
         match self {
@@ -230,43 +241,6 @@ enum Answer {
     Error { error: String },
 }
 
-/// The whole body, within the size limit and the read deadline.
-async fn read_body(
-    request: &HttpRequest,
-    payload: web::Payload,
-    receiver: &Receiver,
-) -> Result<web::Bytes, ReceiveError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let limit = receiver.max_body_bytes;
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(receiver.refuse(
-            ReceiveError::TooLarge,
-            Rejection::size,
-            "body over max_body_bytes",
-        ));
-    }
-    match tokio::time::timeout(receiver.body_timeout, payload.to_bytes_limited(limit)).await {
-        Ok(Ok(Ok(body))) => Ok(body),
-        Ok(Ok(Err(e))) => {
-            Err(receiver.refuse(ReceiveError::BadBody, Rejection::client, &e.to_string()))
-        }
-        Ok(Err(_)) => Err(receiver.refuse(
-            ReceiveError::TooLarge,
-            Rejection::size,
-            "body over max_body_bytes",
-        )),
-        Err(_) => Err(receiver.refuse(
-            ReceiveError::Timeout,
-            Rejection::timeout,
-            "body read timed out",
-        )),
-    }
-}
-
 fn check_signature(request: &HttpRequest, body: &[u8], verify: &SignatureCheck) -> Verdict {
     match &verify.key {
         Some(key) => {
@@ -285,7 +259,9 @@ async fn receive(
     payload: web::Payload,
     receiver: web::Data<Receiver>,
 ) -> Result<HttpResponse, ReceiveError> {
-    let body = read_body(&request, payload, &receiver).await?;
+    let codings = body::content_codings(&request, &receiver)?;
+    let body = body::read(&request, payload, &receiver).await?;
+    let body = body::decoded(body, &codings, &receiver)?;
     let signature = check_signature(&request, &body, &receiver.verify);
     if matches!(signature, Verdict::Invalid | Verdict::Missing) {
         if receiver.verify.mode == VerifyMode::Enforce {
@@ -316,8 +292,8 @@ async fn receive(
         remote_addr: client
             .or_else(|| request.peer_addr().map(|a| a.ip()))
             .map(|ip| ip.to_string()),
-        // Without a copy when the body is a buffer of its own.
-        body: Vec::from(body),
+        content_encoding: decode::recorded(&codings),
+        body,
         fields,
         signature,
     };

@@ -214,9 +214,9 @@ async fn connect_writer(pool: &PgPool) -> Result<PgConnection, sqlx::Error> {
 /// One statement for any batch size: the rows travel as one array per column.
 const INSERT: &str = "INSERT INTO events (received_at, content_type, remote_addr, event_type, \
     direction, from_number, to_number, message_id, status, error_code, text, body, dedup_key, \
-    signature) SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], \
-    $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-    $12::bytea[], $13::text[], $14::text[]) \
+    signature, content_encoding) SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], \
+    $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+    $11::text[], $12::bytea[], $13::text[], $14::text[], $15::text[]) \
     ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key";
 
 /// Store `events[rows]`, whose dedup keys are distinct; returns one outcome per row, in order.
@@ -276,6 +276,7 @@ async fn store_distinct(
                 .map(|&i| events[i].signature.as_str())
                 .collect::<Vec<_>>(),
         )
+        .bind(column(|e| e.content_encoding.as_deref()))
         .fetch_all(&mut *conn)
         .await?;
     let mut stored: HashMap<String, i64> = HashMap::with_capacity(inserted.len());

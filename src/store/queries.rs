@@ -18,7 +18,8 @@ pub struct EventFilter {
 }
 
 const SELECT_EVENT: &str = "SELECT id, received_at, content_type, remote_addr, event_type, \
-    direction, from_number, to_number, message_id, status, error_code, text, body, signature FROM events";
+    direction, from_number, to_number, message_id, status, error_code, text, body, signature, \
+    content_encoding FROM events";
 
 /// An `events` row as both databases return it.
 #[derive(sqlx::FromRow)]
@@ -37,6 +38,7 @@ struct EventRow {
     text: Option<String>,
     body: Vec<u8>,
     signature: String,
+    content_encoding: Option<String>,
 }
 
 impl From<EventRow> for StoredEvent {
@@ -46,6 +48,7 @@ impl From<EventRow> for StoredEvent {
             received_at: row.received_at.0,
             content_type: row.content_type,
             remote_addr: row.remote_addr,
+            content_encoding: row.content_encoding,
             fields: EventFields {
                 event_type: row.event_type,
                 direction: row.direction,

@@ -81,6 +81,7 @@ mod tests {
             received_at: Utc::now() - chrono::Duration::days(days),
             content_type: None,
             remote_addr: None,
+            content_encoding: None,
             body: format!("aged {days} days").into_bytes(),
             fields: EventFields::default(),
             signature: crate::event::Verdict::Unchecked,

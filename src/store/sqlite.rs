@@ -108,9 +108,10 @@ pub(super) async fn outbox(pool: &SqlitePool) -> Result<SqliteConnection, StoreE
 }
 
 const COLUMNS: &str = "INSERT INTO events (received_at, content_type, remote_addr, event_type, \
-    direction, from_number, to_number, message_id, status, error_code, text, body, dedup_key, signature) ";
+    direction, from_number, to_number, message_id, status, error_code, text, body, dedup_key, \
+    signature, content_encoding) ";
 
-/// Most rows in one INSERT (14 parameters a row, well under SQLite's 32,766).
+/// Most rows in one INSERT (15 parameters a row, well under SQLite's 32,766).
 pub(super) const MAX_ROWS_PER_STATEMENT: usize = 512;
 
 /// INSERTs of up to this many rows stay prepared in sqlx's statement cache (100 by default).
@@ -217,7 +218,8 @@ async fn insert_new(
             .push_bind(f.text.as_deref())
             .push_bind(event.body.as_slice())
             .push_bind(keys[index].as_deref())
-            .push_bind(event.signature.as_str());
+            .push_bind(event.signature.as_str())
+            .push_bind(event.content_encoding.as_deref());
     });
     let result = query
         .build()

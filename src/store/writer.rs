@@ -436,6 +436,7 @@ mod tests {
             received_at: Utc::now(),
             content_type: None,
             remote_addr: None,
+            content_encoding: None,
             body: body.as_bytes().to_vec(),
             fields: EventFields {
                 event_type: Some("message.received".into()),

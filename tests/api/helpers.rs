@@ -265,9 +265,24 @@ pub async fn send(
     url: &str,
     body: impl Into<Bytes>,
 ) -> Result<Reply, String> {
-    let mut response = client
+    send_with_headers(client, method, url, &[], body).await
+}
+
+/// [`send`], with `headers` besides `Content-Type: application/json`.
+pub async fn send_with_headers(
+    client: &awc::Client,
+    method: awc::http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Reply, String> {
+    let mut request = client
         .request(method, url)
-        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Content-Type", "application/json"));
+    for &header in headers {
+        request = request.insert_header(header);
+    }
+    let mut response = request
         .send_body(body.into())
         .await
         .map_err(|e| e.to_string())?;
@@ -383,6 +398,20 @@ impl TestApp {
     pub async fn post_event(&self, body: impl Into<Bytes>) -> Reply {
         self.request(awc::http::Method::POST, WEBHOOK_PATH, body)
             .await
+    }
+
+    /// POST a webhook event sent with `Content-Encoding: coding`.
+    pub async fn post_encoded_event(&self, coding: &str, body: impl Into<Bytes>) -> Reply {
+        let headers = [("Content-Encoding", coding)];
+        send_with_headers(
+            &self.http,
+            awc::http::Method::POST,
+            &self.webhook_url(),
+            &headers,
+            body,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("POST with Content-Encoding {coding} failed: {e}"))
     }
 
     pub async fn request(

@@ -9,6 +9,7 @@ mod brokers;
 mod config_cli;
 mod daemon;
 mod durability;
+mod encodings;
 mod events_cli;
 mod fake_volt;
 mod forwarding;

@@ -130,6 +130,30 @@ async fn stored_fields_come_from_the_body() {
     app.stop().await.unwrap();
 }
 
+#[actix_web::test]
+async fn imperfect_strings_do_not_hide_the_fields_nor_the_dedup_key() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    let app = TestApp::spawn(TestConfig::new()).await;
+    let bodies: [&[u8]; 2] = [
+        b"{\"payload\":{\"event_type\":\"message.received\",\"id\":\"m-utf8\",\"text\":\"caf\xe9 \xff\xfe\"}}",
+        br#"{"payload":{"event_type":"message.received","id":"m-surrogate","text":"half \ud83d pair"}}"#,
+    ];
+
+    for body in bodies {
+        let (first, id) = app.post_event(body.to_vec()).await.outcome();
+        let repeat = app.post_event(body.to_vec()).await.outcome();
+
+        assert_eq!(first, "stored");
+        assert_eq!(repeat, ("duplicate".to_owned(), id), "{body:?}");
+        let event = app.store.event(id).await.unwrap().expect("stored");
+        assert_eq!(event.body, body, "the body is stored as it came");
+        assert_eq!(event.fields.event_type.as_deref(), Some("message.received"));
+        assert!(event.fields.message_id.is_some(), "{body:?}");
+    }
+    assert_eq!(stored_events(&app.store).await.len(), 2);
+    app.stop().await.unwrap();
+}
+
 /// An event the database will not take (on PostgreSQL a message id too long for the
 /// deduplication index) fails alone: the events committed in the same batch are stored, and
 /// the store is not taken for broken.
