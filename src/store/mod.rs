@@ -35,7 +35,7 @@ pub use backend::Timestamp;
 pub use coordination::{Role, RoleLock};
 pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
-    EventSelection, FollowPosition, Outbox,
+    EventSelection, FollowPosition, Outbox, QueueRound,
 };
 pub use health::{StoreHealth, StoreProblem};
 pub use postgres::InvalidPostgresUrl;
