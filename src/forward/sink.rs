@@ -12,7 +12,6 @@ use crate::config::{ForwardSettings, RedisTarget, Target};
 use crate::error_chain::ErrorChain;
 use crate::event::StoredEvent;
 use crate::request_failure::RequestFailure;
-use crate::store::StoreError;
 use actix_web::http::StatusCode;
 
 /// How much of a failing answer or a command's stderr is kept as the last error.
@@ -75,8 +74,6 @@ pub enum DeliveryError {
     Encode(#[source] serde_json::Error),
     #[error("the event is no longer stored (retention removed it)")]
     EventGone,
-    #[error("cannot read the event")]
-    ReadEvent(#[source] StoreError),
     #[error("the attempt ended abnormally")]
     Aborted(#[source] tokio::task::JoinError),
 }

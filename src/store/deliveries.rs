@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, SqliteConnection};
 
 use super::backend::{Pool, Timestamp, WritePool, on_pool};
+use super::queries::{self, EventRow};
 use super::{Store, StoreError};
 use crate::config::Backend;
+use crate::event::StoredEvent;
 
 /// What a sink filter looks at.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -69,6 +71,15 @@ pub enum DeliveryOutcome {
     Delivered,
     Retry { at: DateTime<Utc>, error: String },
     Dead { error: String },
+}
+
+/// What one round of [`Outbox::queue_new_events`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueRound {
+    /// Events looked at: as many as the batch allows when more may be waiting.
+    pub looked_at: usize,
+    /// Deliveries queued for them.
+    pub queued: usize,
 }
 
 /// Pending deliveries: how many, and when the oldest was queued.
@@ -155,6 +166,21 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await)?)
+    }
+
+    /// The stored events among `ids`, in no particular order; an id that is no longer stored
+    /// (retention removed it) is left out. One query for a batch of deliveries.
+    pub async fn events_by_id(&self, ids: &[i64]) -> Result<Vec<StoredEvent>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id_list = OutboxSql::of(self.backend()).id_list;
+        let sql = format!("{} WHERE id IN ({id_list})", queries::SELECT_EVENT);
+        let rows: Vec<EventRow> = on_pool!(self, pool => sqlx::query_as(AssertSqlSafe(sql))
+            .bind(id_array(ids.iter().copied()))
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows.into_iter().map(StoredEvent::from).collect())
     }
 
     pub async fn delivery_backlog(&self) -> Result<Backlog, StoreError> {
@@ -258,6 +284,17 @@ struct OutboxSql {
     scan: &'static str,
     /// Moves the cursor of `$1` to the position.
     move_cursor: &'static str,
+    /// The ids in `$1`, a JSON array (see [`id_array`]), as rows of one column, `value`.
+    id_list: &'static str,
+}
+
+/// A list of ids as one bound value, the JSON array `[1,2,3]`, which both databases unpack
+/// into rows (`json_each`, `json_array_elements_text`). One statement then handles a whole
+/// batch, where one per row cost a round trip each. Rejected: `IN ($1, $2, ...)` built for
+/// each batch size, which makes a new prepared statement for every size.
+fn id_array(ids: impl IntoIterator<Item = i64>) -> String {
+    let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
+    format!("[{}]", ids.join(","))
 }
 
 /// The BEGIN IMMEDIATE transaction holds the database's one write lock, so cursors need no
@@ -274,6 +311,7 @@ const SQLITE: OutboxSql = OutboxSql {
     scan: "SELECT 0 AS xid, id, event_type, direction, from_number, to_number FROM events \
         WHERE id > $2 ORDER BY id LIMIT $3",
     move_cursor: "UPDATE forward_cursors SET last_event_id = $3 WHERE sink = $1",
+    id_list: "SELECT value FROM json_each($1)",
 };
 
 /// Several instances insert events, and an id is handed out at insert, not at commit: a
@@ -302,6 +340,7 @@ const POSTGRES: OutboxSql = OutboxSql {
         AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY events.xid, id LIMIT $3",
     move_cursor: "UPDATE forward_cursors SET last_xid = $2::bigint::text::xid8, \
         last_event_id = $3 WHERE sink = $1",
+    id_list: "SELECT value::bigint AS value FROM json_array_elements_text($1::json)",
 };
 
 impl OutboxSql {
@@ -310,6 +349,24 @@ impl OutboxSql {
             Backend::Sqlite => &SQLITE,
             Backend::Postgres => &POSTGRES,
         }
+    }
+
+    /// Queues a delivery to sink `$2`, due at `$3`, for each event id in `$1`.
+    fn insert_deliveries(&self) -> AssertSqlSafe<String> {
+        AssertSqlSafe(format!(
+            "INSERT INTO deliveries (event_id, sink, next_attempt_at, created_at, updated_at) \
+             SELECT value, $2, $3, $3, $3 FROM ({}) AS ids",
+            self.id_list
+        ))
+    }
+
+    /// Marks delivered, at `$2`, the deliveries whose ids are in `$1`.
+    fn mark_delivered(&self) -> AssertSqlSafe<String> {
+        AssertSqlSafe(format!(
+            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
+             next_attempt_at = $2, updated_at = $2 WHERE id IN ({})",
+            self.id_list
+        ))
     }
 }
 
@@ -373,7 +430,7 @@ impl Outbox {
         sinks: &[&str],
         batch: u32,
         wants: impl Fn(&str, &EventHeader) -> bool,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<QueueRound, StoreError> {
         on_outbox!(self, conn, sql => {
             // Looked at outside a transaction first, so an idle poll takes no write lock.
             let newest: Option<Position> =
@@ -390,7 +447,7 @@ impl Outbox {
                     .is_some_and(|cursor| newest.is_some_and(|newest| *cursor < newest))
             });
             if missing.is_empty() && !behind {
-                return Ok(0);
+                return Ok(QueueRound::default());
             }
             let mut tx = conn.begin_with(sql.begin).await?;
             for sink in missing {
@@ -403,7 +460,7 @@ impl Outbox {
                 read_cursors(sqlx::query_as(sql.lock_cursors).fetch_all(&mut *tx).await?);
             let Some(start) = sinks.iter().filter_map(|sink| cursors.get(*sink)).min() else {
                 tx.commit().await?;
-                return Ok(0);
+                return Ok(QueueRound::default());
             };
             let scanned: Vec<Scanned> = sqlx::query_as(sql.scan)
                 .bind(start.xid)
@@ -413,7 +470,7 @@ impl Outbox {
                 .await?;
             let Some(last_seen) = scanned.last().map(Scanned::position) else {
                 tx.commit().await?;
-                return Ok(0);
+                return Ok(QueueRound::default());
             };
             let now = Timestamp::now();
             let mut queued = 0;
@@ -421,16 +478,19 @@ impl Outbox {
                 let Some(&cursor) = cursors.get(*sink) else {
                     continue;
                 };
-                for event in scanned.iter().filter(|e| e.position() > cursor) {
-                    if wants(sink, &event.header) {
-                        sqlx::query(INSERT_DELIVERY)
-                            .bind(event.header.id)
-                            .bind(*sink)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        queued += 1;
-                    }
+                let wanted: Vec<i64> = scanned
+                    .iter()
+                    .filter(|e| e.position() > cursor && wants(sink, &e.header))
+                    .map(|e| e.header.id)
+                    .collect();
+                if !wanted.is_empty() {
+                    sqlx::query(sql.insert_deliveries())
+                        .bind(id_array(wanted.iter().copied()))
+                        .bind(*sink)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    queued += wanted.len();
                 }
                 if cursor < last_seen {
                     sqlx::query(sql.move_cursor)
@@ -442,7 +502,10 @@ impl Outbox {
                 }
             }
             tx.commit().await?;
-            Ok(queued)
+            Ok(QueueRound {
+                looked_at: scanned.len(),
+                queued,
+            })
         })
     }
 
@@ -456,11 +519,24 @@ impl Outbox {
             return Ok(());
         }
         let now = Utc::now();
+        let delivered: Vec<i64> = outcomes
+            .iter()
+            .filter(|(_, outcome)| *outcome == DeliveryOutcome::Delivered)
+            .map(|(id, _)| *id)
+            .collect();
         on_outbox!(self, conn, sql => {
             let mut tx = conn.begin_with(sql.begin).await?;
+            // The common case, all of them in one statement; failures carry an error each.
+            if !delivered.is_empty() {
+                sqlx::query(sql.mark_delivered())
+                    .bind(id_array(delivered))
+                    .bind(Timestamp(now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for (id, outcome) in outcomes {
                 let (status, next_attempt_at, error) = match outcome {
-                    DeliveryOutcome::Delivered => ("delivered", now, None),
+                    DeliveryOutcome::Delivered => continue,
                     DeliveryOutcome::Retry { at, error } => ("pending", *at, Some(error.as_str())),
                     DeliveryOutcome::Dead { error } => ("dead", now, Some(error.as_str())),
                 };
@@ -544,6 +620,7 @@ mod tests {
             .queue_new_events(&["s"], 500, |_, _| true)
             .await
             .unwrap()
+            .queued
     }
 
     /// Run the outbox until `done` holds of what is queued. On PostgreSQL an event waits
@@ -758,6 +835,63 @@ mod tests {
         db.finish().await;
     }
 
+    test_each_backend!(a_backlog_is_queued_a_full_batch_at_a_time);
+    /// A full batch tells the caller that more may be waiting; the last one is short.
+    async fn a_backlog_is_queued_a_full_batch_at_a_time(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        store.start_forward_cursors(&["s", "t"]).await.unwrap();
+        insert_events(store, 10).await;
+        // On PostgreSQL all ten become visible together, so that the batches are exact.
+        wait_for_older_transactions(store).await;
+        let mut outbox = store.open_outbox().await.unwrap();
+        let mut rounds = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rounds
+            .iter()
+            .map(|r: &QueueRound| r.looked_at)
+            .sum::<usize>()
+            < 10
+        {
+            // Sink t wants only the even ids.
+            let round = outbox
+                .queue_new_events(&["s", "t"], 4, |sink, e| sink == "s" || e.id % 2 == 0)
+                .await
+                .unwrap();
+            if round.looked_at > 0 {
+                rounds.push(round);
+            }
+            assert!(Instant::now() < deadline, "never queued; got {rounds:?}");
+        }
+        let looked_at: Vec<usize> = rounds.iter().map(|r| r.looked_at).collect();
+        assert_eq!(looked_at, [4, 4, 2]);
+        assert_eq!(rounds.iter().map(|r| r.queued).sum::<usize>(), 15);
+        let mut expected = once_each(&(1..=10).collect::<Vec<_>>());
+        expected.extend([2, 4, 6, 8, 10].map(|id| (id, "t".to_owned())));
+        expected.sort();
+        assert_eq!(queued(store).await, expected);
+        drop(outbox);
+        db.finish().await;
+    }
+
+    test_each_backend!(events_are_read_by_the_batch);
+    async fn events_are_read_by_the_batch(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        insert_events(store, 3).await;
+        let mut read: Vec<i64> = store
+            .events_by_id(&[3, 1, 99, 1])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        read.sort();
+        assert_eq!(read, [1, 3]);
+        assert!(store.events_by_id(&[]).await.unwrap().is_empty());
+        db.finish().await;
+    }
+
     test_each_backend!(two_outboxes_at_once_queue_each_event_once);
     /// An instance that lost the forwarding role without noticing yet may still queue while
     /// its successor does: each event is queued once all the same.
@@ -783,7 +917,8 @@ mod tests {
                 total += outbox
                     .queue_new_events(&["s"], 7, |_, _| true)
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .queued;
                 if queued(store).await.len() >= 300 {
                     break;
                 }

@@ -36,7 +36,7 @@ pub use backend::Timestamp;
 pub use coordination::{Role, RoleLock};
 pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
-    EventSelection, FollowPosition, Outbox,
+    EventSelection, FollowPosition, Outbox, QueueRound,
 };
 pub use health::{StoreHealth, StoreProblem};
 pub use inbox::{DeliveryCount, EventSummary, InboxFilter, Page, SinkState};

@@ -17,13 +17,13 @@ pub struct EventFilter {
     pub event_type: Option<String>,
 }
 
-const SELECT_EVENT: &str = "SELECT id, received_at, content_type, remote_addr, event_type, \
-    direction, from_number, to_number, message_id, status, error_code, text, body, signature, \
-    content_encoding FROM events";
+pub(super) const SELECT_EVENT: &str = "SELECT id, received_at, content_type, remote_addr, \
+    event_type, direction, from_number, to_number, message_id, status, error_code, text, body, \
+    signature, content_encoding FROM events";
 
 /// An `events` row as both databases return it.
 #[derive(sqlx::FromRow)]
-struct EventRow {
+pub(super) struct EventRow {
     id: i64,
     received_at: Timestamp,
     content_type: Option<String>,
