@@ -1,5 +1,6 @@
 //! Test support shared by the unit tests and the integration tests: which backends are
-//! tested here, a PostgreSQL schema per test, and one RSA key for signing.
+//! tested here, a PostgreSQL schema per test, whether a browser is there, and one RSA key
+//! for signing.
 //!
 //! Integration tests see only the public API, so this lives in the library, compiled for the
 //! unit tests (`cfg(test)`) and for the integration tests through the `testing` feature,
@@ -8,6 +9,7 @@
 //! give the unit tests a second copy of voltd's types; and a copy for each kind of test,
 //! which is how two schema helpers with two skip rules came about.
 
+pub mod browser;
 pub mod postgres;
 
 use std::sync::OnceLock;

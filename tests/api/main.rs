@@ -5,6 +5,7 @@
 pub const BACKEND: voltd::config::Backend = voltd::config::Backend::Sqlite;
 
 mod admin;
+mod browser;
 mod config_cli;
 mod daemon;
 mod durability;
