@@ -1,5 +1,6 @@
 //! Test support shared by the unit tests and the integration tests: which backends are
-//! tested here, a PostgreSQL schema per test, one RSA key for signing, and compressed bodies.
+//! tested here, a PostgreSQL schema per test, whether the brokers and a browser are there,
+//! one RSA key for signing, and compressed bodies.
 //!
 //! Integration tests see only the public API, so this lives in the library, compiled for the
 //! unit tests (`cfg(test)`) and for the integration tests through the `testing` feature,
@@ -9,6 +10,7 @@
 //! which is how two schema helpers with two skip rules came about.
 
 pub mod brokers;
+pub mod browser;
 pub mod encoding;
 pub mod postgres;
 

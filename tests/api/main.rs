@@ -6,6 +6,7 @@ pub const BACKEND: voltd::config::Backend = voltd::config::Backend::Sqlite;
 
 mod admin;
 mod brokers;
+mod browser;
 mod config_cli;
 mod daemon;
 mod durability;
