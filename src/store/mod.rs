@@ -7,6 +7,7 @@
 
 mod backend;
 mod coordination;
+mod dedup_index;
 mod deliveries;
 mod failure;
 mod health;
@@ -231,6 +232,9 @@ impl Store {
 
     /// Start the single writer task. Events are submitted through the returned handle.
     ///
+    /// On SQLite, a repeat of an event received within `dedup_window` is a duplicate (the
+    /// writer reads the window's keys first); PostgreSQL's unique index has no window.
+    ///
     /// The writer's connection first commits a check: a database that answers but cannot
     /// write (a read-only file, a standby server) must stop start-up, rather than answer every
     /// event 503 while looking alive.
@@ -238,10 +242,13 @@ impl Store {
         &self,
         queue_capacity: usize,
         max_batch: usize,
+        dedup_window: Duration,
         on_commit: CommitObserver,
     ) -> Result<(EventWriter, WriterTask), StoreError> {
         let mut conn = match &self.pool {
-            Pool::Sqlite(pool) => writer::WriteConnection::Sqlite(sqlite::writer(pool).await?),
+            Pool::Sqlite(pool) => {
+                writer::WriteConnection::Sqlite(sqlite::writer(pool, dedup_window).await?)
+            }
             Pool::Postgres(pool) => {
                 writer::WriteConnection::Postgres(postgres::writer(pool).await?)
             }
