@@ -91,6 +91,20 @@ pub enum StoreError {
         #[source]
         source: Box<StoreError>,
     },
+    #[error(
+        "another voltd is already writing to this SQLite database (it holds the lock on {}): \
+         one database file takes one voltd, which alone keeps its deduplication keys. Stop \
+         the other, give this one its own storage.url, or use PostgreSQL for several \
+         instances",
+        .path.display()
+    )]
+    Locked { path: std::path::PathBuf },
+    #[error("cannot lock {} (check that the voltd user may write to the database's directory)", .path.display())]
+    Lock {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("storage.url {url:?} is not a valid database URL")]
     Url {
         url: String,

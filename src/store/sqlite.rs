@@ -2,6 +2,7 @@
 //! through the writer's [`DedupIndex`].
 
 use std::collections::HashMap;
+use std::fs::{File, TryLockError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -48,6 +49,8 @@ pub(super) struct SqliteWriter {
     conn: SqliteConnection,
     index: DedupIndex,
     window: chrono::Duration,
+    /// Held while this writer lives: see [`lock_writer`].
+    _lock: Option<File>,
 }
 
 /// Open the event writer's connection and read the keys of the last `window` into its index.
@@ -56,6 +59,7 @@ pub(super) async fn writer(
     window: Duration,
 ) -> Result<SqliteWriter, StoreError> {
     let mut conn = pool.connect_options().connect().await?;
+    let lock = lock_writer(&database_file(&mut conn).await?)?;
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     let started = Instant::now();
     let mut index = DedupIndex::new();
@@ -71,7 +75,40 @@ pub(super) async fn writer(
         conn,
         index,
         window,
+        _lock: lock,
     })
+}
+
+/// The database's file; empty for a database without one.
+async fn database_file(conn: &mut SqliteConnection) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        .fetch_one(conn)
+        .await
+}
+
+/// Take the lock file beside the database, so that a second voltd on the same file stops at
+/// start-up: the dedup keys live in this writer's memory, so a second writer would store
+/// repeats that this one would have answered as duplicates. The operating system lets go of
+/// the lock when the process ends, however it ends.
+fn lock_writer(database: &str) -> Result<Option<File>, StoreError> {
+    if database.is_empty() {
+        return Ok(None);
+    }
+    let path = PathBuf::from(format!("{database}-writer.lock"));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(TryLockError::Error(source)) => Err(StoreError::Lock { path, source }),
+    }
 }
 
 /// The oldest receive time inside the window, as of now.
@@ -207,10 +244,7 @@ pub(super) async fn probe(conn: &mut SqliteConnection) -> Result<(), sqlx::Error
     )))
     .execute(&mut *conn)
     .await?;
-    let file: String =
-        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-            .fetch_one(&mut *conn)
-            .await?;
+    let file = database_file(conn).await?;
     if file.is_empty() {
         return Ok(());
     }
@@ -422,6 +456,24 @@ mod tests {
         );
         assert_eq!(db.store.count_events().await.unwrap(), 4);
         writer.close().await.unwrap();
+        db.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_on_the_same_file_is_refused_until_the_first_stops() {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let first = start(&db).await;
+        let Pool::Sqlite(pool) = &db.store.pool else {
+            unreachable!("an SQLite test database")
+        };
+        let refused = writer(pool, DEDUP_WINDOW)
+            .await
+            .err()
+            .expect("a second writer");
+        assert!(matches!(refused, StoreError::Locked { .. }), "{refused:?}");
+        assert!(refused.to_string().contains("another voltd"), "{refused}");
+        first.close().await.unwrap();
+        start(&db).await.close().await.unwrap();
         db.finish().await;
     }
 
