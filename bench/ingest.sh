@@ -6,6 +6,7 @@
 #   BENCH_SECONDS=5 BENCH_RUNS=1 BENCH_LEVELS="64" bench/ingest.sh
 #   BENCH_STORE=postgres bench/ingest.sh   # the same on PostgreSQL (BENCH_POSTGRES_URL)
 #   BENCH_VOLTD=/tmp/voltd-before bench/ingest.sh   # run that voltd instead of building one
+#   BENCH_IDS=sequential bench/ingest.sh   # message ids counted per connection, not random
 #
 # BENCH_VOLTD compares two builds minutes apart, on a machine as quiet for one as for the
 # other: copy target/release/voltd aside (e.g. to /tmp/voltd-before), change the tree, and
@@ -19,10 +20,14 @@ seconds=${BENCH_SECONDS:-10}
 runs=${BENCH_RUNS:-3}
 levels=${BENCH_LEVELS:-16 64 256}
 store=${BENCH_STORE:-sqlite}
+# Random UUID-like message ids, as Volt's opaque ids are to voltd; "sequential" numbers them
+# per connection, which flatters a store that indexes them.
+ids=${BENCH_IDS:-random}
 # A local server without TLS, as a PostgreSQL on the same machine is usually reached.
 postgres_url=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
 schema="voltd_bench_$$"
 case "$store" in sqlite | postgres) ;; *) echo "BENCH_STORE must be sqlite or postgres" >&2; exit 2 ;; esac
+case "$ids" in random | sequential) ;; *) echo "BENCH_IDS must be random or sequential" >&2; exit 2 ;; esac
 if [ -n "${BENCH_VOLTD:-}" ]; then
     # Resolved before the cd below, so a relative path means what it meant to the caller.
     voltd_bin=$(realpath -e "$BENCH_VOLTD" 2>/dev/null) && [ -x "$voltd_bin" ] ||
@@ -139,6 +144,12 @@ postgres_cpu() {
     done | awk -v t="$ticks" '{s += $1} END {printf "%.0f\n", s * 1e9 / t}'
 }
 
+# Bytes process $1 has caused to be written to storage (its WAL, database and checkpoints):
+# what each event costs the disk.
+written_bytes() {
+    awk '/^write_bytes:/ {print $2}' "/proc/$1/io"
+}
+
 # CPU per request between cpu-before and cpu-after, by thread, for $1 requests.
 cpu_per() {
     join "$work/cpu-before" "$work/cpu-after" |
@@ -149,7 +160,7 @@ cpu_per() {
 load() {
     local name=$1 addr=$2 level=$3 run=$4 out="$work/$1-$3-$4"
     "$loadgen" --addr "$addr" --path "$path" --connections "$level" --seconds "$seconds" \
-        --run-id "$name$run" >"$out"
+        --run-id "$name$run" --ids "$ids" >"$out"
 }
 
 failures=0
@@ -160,9 +171,11 @@ for run in $(seq 1 "$runs"); do
         # Reset the high-water mark so each level reports its own peak.
         echo 5 >"/proc/$voltd_pid/clear_refs" 2>/dev/null || true
         thread_cpu "$voltd_pid" >"$work/cpu-before"
+        written_before=$(written_bytes "$voltd_pid")
         pg_before=$(postgres_cpu)
         load voltd "$voltd_addr" "$level" "$run"
         pg_after=$(postgres_cpu)
+        written_after=$(written_bytes "$voltd_pid")
         thread_cpu "$voltd_pid" >"$work/cpu-after"
         kill -0 "$voltd_pid" 2>/dev/null || die "voltd died (see $work/voltd.log)"
         after=$(count_rows)
@@ -170,10 +183,14 @@ for run in $(seq 1 "$runs"); do
         echo "rows=$((after - before))" >>"$out"
         echo "rss_kb=$rss_kb" >>"$out"
         acked=$(value stored "$out")
+        written_kb=$(awk -v a="$written_before" -v b="$written_after" -v n="$acked" \
+            'BEGIN {printf "%.2f", n ? (b - a) / n / 1024 : 0}')
+        echo "written_kb=$written_kb" >>"$out"
         rows=$((after - before))
         echo "run $run, $level connections: $(value ok_per_sec "$out") events/s," \
             "p99 $(value p99_ms "$out") ms, acked $acked, rows $rows," \
-            "503s $(value unavailable "$out"), rss ${rss_kb} kB" >&2
+            "503s $(value unavailable "$out"), rss ${rss_kb} kB," \
+            "${written_kb} kB written per event" >&2
         echo "  voltd CPU per acknowledged event, by thread:" \
             "$(cpu_per "$acked")" >&2
         if [ "$store" = postgres ]; then
@@ -205,8 +222,8 @@ total_over_runs() {
 }
 
 echo
-echo "| connections | voltd events/s | p50 ms | p99 ms | max ms | peak RSS MB | 503s | acked = stored | no-op req/s | no-op p99 ms | voltd / no-op |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"
+echo "| connections | voltd events/s | p50 ms | p99 ms | max ms | peak RSS MB | kB written/event | 503s | acked = stored | no-op req/s | no-op p99 ms | voltd / no-op |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"
 for level in $levels; do
     rate=$(over_runs voltd "$level" ok_per_sec median)
     noop_rate=$(over_runs noop "$level" ok_per_sec median)
@@ -214,19 +231,21 @@ for level in $levels; do
     rows=$(total_over_runs voltd "$level" rows)
     check="yes ($rows)"
     [ "$acked" = "$rows" ] || check="**NO: $acked acked, $rows stored**"
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
         "$level" "$rate" \
         "$(over_runs voltd "$level" p50_ms median)" \
         "$(over_runs voltd "$level" p99_ms median)" \
         "$(over_runs voltd "$level" max_ms median)" \
         "$(over_runs voltd "$level" rss_kb maximum | awk '{printf "%.1f", $1/1024}')" \
+        "$(over_runs voltd "$level" written_kb median)" \
         "$(total_over_runs voltd "$level" unavailable)" \
         "$check" "$noop_rate" \
         "$(over_runs noop "$level" p99_ms median)" \
         "$(awk -v a="$rate" -v b="$noop_rate" 'BEGIN {printf "%.0f%%", b ? 100*a/b : 0}')"
 done
 echo
-echo "Store: $store. Medians of $runs run(s) of ${seconds}s each; 503s and acked/stored are totals over the runs;" \
-    "peak RSS is the highest VmHWM of the voltd process at that level."
+echo "Store: $store, $ids message ids. Medians of $runs run(s) of ${seconds}s each; 503s and acked/stored are totals over the runs;" \
+    "peak RSS is the highest VmHWM of the voltd process at that level;" \
+    "kB written/event is the voltd process's write_bytes (/proc/PID/io) per acknowledged event."
 
 [ "$failures" = 0 ] || die "$failures load(s) where stored rows != acknowledged events"

@@ -94,6 +94,7 @@ impl Application {
             .start_writer(
                 settings.storage.queue_capacity,
                 settings.storage.max_batch,
+                settings.storage.dedup_window,
                 Arc::new(move |events, took| {
                     commit_metrics.batch_committed(events, took.as_secs_f64());
                 }),

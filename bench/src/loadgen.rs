@@ -3,8 +3,13 @@
 //! Each connection sends one request, waits for its answer, and sends the next, until the
 //! deadline; a request already sent when the deadline passes is still waited for, so every
 //! event the server acknowledged is counted and the bench can compare it with the rows stored.
-//! Requests are pre-built bytes whose fixed-width message-id digits are patched in place, so the
+//! Requests are pre-built bytes whose fixed-width message id is patched in place, so the
 //! generator spends as little of the shared CPUs as possible.
+//!
+//! Message ids are random and UUID-shaped by default, as Volt's opaque ids are to voltd: each
+//! new event's dedup key lands anywhere in key order. `--ids sequential` numbers them per
+//! connection instead (64 counters appending into 64 regions of key order), which flatters
+//! any store that indexes the key.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,7 +19,16 @@ use tokio::net::TcpStream;
 
 /// A connection that cannot get an answer for this long counts as failed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-const ID_DIGITS: usize = 10;
+/// Both id forms are this wide, so one template serves either: a UUID's 36 characters.
+const ID_WIDTH: usize = 36;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`, from a generator seeded per connection and run.
+    Random,
+    /// The connection's own counter, zero-padded.
+    Sequential,
+}
 
 struct Options {
     addr: SocketAddr,
@@ -22,6 +36,7 @@ struct Options {
     connections: usize,
     duration: Duration,
     run_id: String,
+    ids: Ids,
 }
 
 #[derive(Default)]
@@ -55,6 +70,7 @@ fn parse_options() -> Result<Options, String> {
     let mut connections = None;
     let mut duration = Duration::from_secs(10);
     let mut run_id = String::from("run");
+    let mut ids = Ids::Random;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -69,6 +85,13 @@ fn parse_options() -> Result<Options, String> {
                 duration = Duration::from_secs_f64(secs);
             }
             "--run-id" => run_id = value,
+            "--ids" => {
+                ids = match value.as_str() {
+                    "random" => Ids::Random,
+                    "sequential" => Ids::Sequential,
+                    _ => return Err("--ids must be random or sequential".into()),
+                }
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -82,26 +105,32 @@ fn parse_options() -> Result<Options, String> {
         connections: connections.ok_or("--connections is required")?,
         duration,
         run_id,
+        ids,
     })
 }
 
-/// A ~300-byte body shaped like Volt's `message.received`, and where its counter digits are.
+/// A ~300-byte body shaped like Volt's `message.received`, and where its message id is.
+/// Sequential ids start with the run, level and connection, so that they stay unique across
+/// the levels of one benchmark; random ids are the UUID alone.
 fn request_template(options: &Options, connection: usize) -> (Vec<u8>, usize) {
-    let id_prefix = format!(
-        "bench-{}-c{}-n{connection:05}-",
-        options.run_id, options.connections
-    );
-    let digits = "0".repeat(ID_DIGITS);
+    let id_prefix = match options.ids {
+        Ids::Random => String::new(),
+        Ids::Sequential => format!(
+            "bench-{}-c{}-n{connection:05}-",
+            options.run_id, options.connections
+        ),
+    };
+    let placeholder = "0".repeat(ID_WIDTH);
     let body = format!(
         concat!(
-            r#"{{"payload":{{"event_type":"message.received","id":"{prefix}{digits}","#,
+            r#"{{"payload":{{"event_type":"message.received","id":"{prefix}{placeholder}","#,
             r#""direction":"inbound","from_number":"+15555550123","to_number":"+15555550145","#,
             r#""text":"Yes, please confirm my appointment for Thursday at 10am. Thanks!","#,
             r#""type":"SMS","status":"received","error_code":null,"#,
             r#""created_at":"2026-11-26T12:00:00.000Z"}}}}"#
         ),
         prefix = id_prefix,
-        digits = digits,
+        placeholder = placeholder,
     );
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -109,16 +138,56 @@ fn request_template(options: &Options, connection: usize) -> (Vec<u8>, usize) {
         options.addr,
         body.len()
     );
-    let digits_at = head.len() + body.find(&digits).expect("digits are in the body");
+    let id_at = head.len() + body.find(&placeholder).expect("the id is in the body");
     let mut request = head.into_bytes();
     request.extend_from_slice(body.as_bytes());
-    (request, digits_at)
+    (request, id_at)
 }
 
 fn write_counter(slot: &mut [u8], mut n: u64) {
     for byte in slot.iter_mut().rev() {
         *byte = b'0' + (n % 10) as u8;
         n /= 10;
+    }
+}
+
+/// SplitMix64: a few instructions an id, and 128 distinct-looking bits from two calls. Not
+/// for secrets; the ids only have to be unique and scattered.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// Seeded from the run, the level and the connection, so that no two connections of one
+    /// benchmark share a sequence.
+    fn for_connection(options: &Options, connection: usize) -> Self {
+        let mut seed = 0xcbf2_9ce4_8422_2325_u64;
+        let text = format!("{}/{}/{connection}", options.run_id, options.connections);
+        for byte in text.bytes() {
+            seed = (seed ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// A version-4 UUID's text form of 128 random bits.
+fn write_uuid(slot: &mut [u8], random: &mut SplitMix64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = (u128::from(random.next()) << 64) | u128::from(random.next());
+    let mut nibbles = (0..32).rev().map(|i| (bits >> (i * 4)) as usize & 0xf);
+    for (at, byte) in slot.iter_mut().enumerate() {
+        *byte = match at {
+            8 | 13 | 18 | 23 => b'-',
+            14 => b'4',
+            19 => HEX[8 | (nibbles.next().unwrap_or(0) & 3)],
+            _ => HEX[nibbles.next().unwrap_or(0)],
+        };
     }
 }
 
@@ -175,7 +244,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn drive(
     addr: SocketAddr,
     mut request: Vec<u8>,
-    digits_at: usize,
+    id_at: usize,
+    mut ids: Option<SplitMix64>,
     start: Instant,
     deadline: Instant,
 ) -> Tally {
@@ -200,7 +270,11 @@ async fn drive(
                 }
             },
         };
-        write_counter(&mut request[digits_at..digits_at + ID_DIGITS], sequence);
+        let id = &mut request[id_at..id_at + ID_WIDTH];
+        match ids.as_mut() {
+            Some(random) => write_uuid(id, random),
+            None => write_counter(id, sequence),
+        }
         sequence += 1;
         let sent = Instant::now();
         let exchange = async {
@@ -241,7 +315,7 @@ fn main() {
         Err(e) => {
             eprintln!(
                 "loadgen: {e}\nusage: loadgen --addr 127.0.0.1:PORT --path /PATH --connections N \
-                 [--seconds 10] [--run-id ID]"
+                 [--seconds 10] [--run-id ID] [--ids random|sequential]"
             );
             std::process::exit(2);
         }
@@ -257,8 +331,10 @@ fn main() {
         let deadline = start + options.duration;
         let tasks: Vec<_> = (0..options.connections)
             .map(|c| {
-                let (request, digits_at) = request_template(&options, c);
-                tokio::spawn(drive(options.addr, request, digits_at, start, deadline))
+                let (request, id_at) = request_template(&options, c);
+                let ids =
+                    (options.ids == Ids::Random).then(|| SplitMix64::for_connection(&options, c));
+                tokio::spawn(drive(options.addr, request, id_at, ids, start, deadline))
             })
             .collect();
         let mut tally = Tally::default();

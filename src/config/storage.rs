@@ -9,6 +9,8 @@ use super::{fields, show};
 /// Bounded so the duplicate lookup of a batch stays within SQLite's bind-parameter limit.
 const MAX_BATCH_LIMIT: u64 = 10_000;
 const SECONDS_PER_DAY: u64 = 86_400;
+/// Ten years: a longer window would only hold more keys in memory.
+const MAX_DEDUP_WINDOW_DAYS: u64 = 3650;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,6 +26,10 @@ pub struct StorageSettings {
     /// Events older than this are deleted; `None` (`retention_days = 0`) keeps everything.
     #[serde(rename = "retention_days", with = "retention_days")]
     pub retention: Option<Duration>,
+    /// With SQLite, how long after an event a repeat delivery of it is still a duplicate: the
+    /// writer keeps the keys of this window in memory. PostgreSQL's unique index has none.
+    #[serde(rename = "dedup_window_days", with = "dedup_window_days")]
+    pub dedup_window: Duration,
     /// How long `voltd run` keeps trying a database it cannot reach at start-up; zero tries
     /// once.
     #[serde(rename = "startup_retry_secs", with = "fields::secs")]
@@ -37,6 +43,7 @@ impl Default for StorageSettings {
             queue_capacity: 8192,
             max_batch: 512,
             retention: None,
+            dedup_window: Duration::from_secs(30 * SECONDS_PER_DAY),
             startup_retry: Duration::from_secs(60),
         }
     }
@@ -91,6 +98,25 @@ mod retention_days {
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         serializer.serialize_u64(retention.map_or(0, |kept| kept.as_secs() / SECONDS_PER_DAY))
+    }
+}
+
+/// `dedup_window_days`: whole days, at least one.
+mod dedup_window_days {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    use super::{MAX_DEDUP_WINDOW_DAYS, SECONDS_PER_DAY};
+    use crate::config::fields;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let days: u64 = fields::between(deserializer, 1, MAX_DEDUP_WINDOW_DAYS)?;
+        Ok(Duration::from_secs(days * SECONDS_PER_DAY))
+    }
+
+    pub fn serialize<S: Serializer>(window: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(window.as_secs() / SECONDS_PER_DAY)
     }
 }
 

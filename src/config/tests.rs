@@ -42,6 +42,10 @@ fn defaults_apply_under_a_minimal_file() {
     assert!(s.server.tls().is_none());
     assert_eq!(s.storage.url, "sqlite://voltd.db");
     assert_eq!(s.storage.queue_capacity, 8192);
+    assert_eq!(
+        s.storage.dedup_window,
+        std::time::Duration::from_secs(30 * 86_400)
+    );
     assert_eq!(s.storage.max_batch, 512);
     assert_eq!(s.storage.retention, None);
     assert_eq!(s.storage.startup_retry, Duration::from_secs(60));
@@ -248,6 +252,10 @@ fn each_kind_of_value_explains_itself() {
         (
             "[storage]\nqueue_capacity = 0\n",
             "storage.queue_capacity: must be greater than zero",
+        ),
+        (
+            "[storage]\ndedup_window_days = 0\n",
+            "storage.dedup_window_days: must be between 1 and 3650",
         ),
         (
             "[storage]\nurl = \"sqlite::memory:\"\n",

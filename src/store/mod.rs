@@ -7,6 +7,7 @@
 
 mod backend;
 mod coordination;
+mod dedup_index;
 mod deliveries;
 mod failure;
 mod health;
@@ -91,6 +92,20 @@ pub enum StoreError {
         waited: Duration,
         #[source]
         source: Box<StoreError>,
+    },
+    #[error(
+        "another voltd is already writing to this SQLite database (it holds the lock on {}): \
+         one database file takes one voltd, which alone keeps its deduplication keys. Stop \
+         the other, give this one its own storage.url, or use PostgreSQL for several \
+         instances",
+        .path.display()
+    )]
+    Locked { path: std::path::PathBuf },
+    #[error("cannot lock {} (check that the voltd user may write to the database's directory)", .path.display())]
+    Lock {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("storage.url {url:?} is not a valid database URL")]
     Url {
@@ -233,6 +248,9 @@ impl Store {
 
     /// Start the single writer task. Events are submitted through the returned handle.
     ///
+    /// On SQLite, a repeat of an event received within `dedup_window` is a duplicate (the
+    /// writer reads the window's keys first); PostgreSQL's unique index has no window.
+    ///
     /// The writer's connection first commits a check: a database that answers but cannot
     /// write (a read-only file, a standby server) must stop start-up, rather than answer every
     /// event 503 while looking alive.
@@ -240,10 +258,13 @@ impl Store {
         &self,
         queue_capacity: usize,
         max_batch: usize,
+        dedup_window: Duration,
         on_commit: CommitObserver,
     ) -> Result<(EventWriter, WriterTask), StoreError> {
         let mut conn = match &self.pool {
-            Pool::Sqlite(pool) => writer::WriteConnection::Sqlite(sqlite::writer(pool).await?),
+            Pool::Sqlite(pool) => {
+                writer::WriteConnection::Sqlite(sqlite::writer(pool, dedup_window).await?)
+            }
             Pool::Postgres(pool) => {
                 writer::WriteConnection::Postgres(postgres::writer(pool).await?)
             }

@@ -74,7 +74,7 @@ mod tests {
     use super::*;
     use crate::config::Backend;
     use crate::event::{EventFields, NewEvent};
-    use crate::store::test_db::{TestDb, test_each_backend};
+    use crate::store::test_db::{DEDUP_WINDOW, TestDb, test_each_backend};
 
     fn event_aged(days: i64) -> NewEvent {
         NewEvent {
@@ -93,7 +93,7 @@ mod tests {
         let db = TestDb::new(backend).await;
         let store = &db.store;
         let (writer, task) = store
-            .start_writer(16, 4, std::sync::Arc::new(|_, _| {}))
+            .start_writer(16, 4, DEDUP_WINDOW, std::sync::Arc::new(|_, _| {}))
             .await
             .unwrap();
         for days in [40, 31, 29, 0] {
@@ -121,7 +121,7 @@ mod tests {
         let db = TestDb::new(backend).await;
         let store = &db.store;
         let (writer, task) = store
-            .start_writer(4096, 512, std::sync::Arc::new(|_, _| {}))
+            .start_writer(4096, 512, DEDUP_WINDOW, std::sync::Arc::new(|_, _| {}))
             .await
             .unwrap();
         let mut submissions = tokio::task::JoinSet::new();

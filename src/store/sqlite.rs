@@ -1,16 +1,21 @@
-//! What only SQLite needs: opening the file, and storing a batch of new events.
+//! What only SQLite needs: opening the file, and storing a batch of new events, deduplicated
+//! through the writer's [`DedupIndex`].
 
 use std::collections::HashMap;
+use std::fs::{File, TryLockError};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use super::StoreError;
 use super::backend::Timestamp;
+use super::dedup_index::{DedupIndex, KeyHash};
 use crate::event::{NewEvent, StoreOutcome};
 
 pub(super) async fn open(url: &str, create: bool) -> Result<SqlitePool, StoreError> {
@@ -38,9 +43,184 @@ pub(super) async fn open(url: &str, create: bool) -> Result<SqlitePool, StoreErr
         })
 }
 
-/// The event writer's own connection, outside the pool.
-pub(super) async fn writer(pool: &SqlitePool) -> Result<SqliteConnection, StoreError> {
-    Ok(pool.connect_options().connect().await?)
+/// The event writer's side of SQLite: its own connection, outside the pool, and the index of
+/// the dedup keys received within the dedup window.
+pub(super) struct SqliteWriter {
+    conn: SqliteConnection,
+    index: DedupIndex,
+    window: chrono::Duration,
+    /// Held while this writer lives: see [`lock_writer`].
+    _lock: Option<File>,
+}
+
+/// Open the event writer's connection and read the keys of the last `window` into its index.
+pub(super) async fn writer(
+    pool: &SqlitePool,
+    window: Duration,
+) -> Result<SqliteWriter, StoreError> {
+    let mut conn = pool.connect_options().connect().await?;
+    let lock = lock_writer(&database_file(&mut conn).await?)?;
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    let started = Instant::now();
+    let mut index = DedupIndex::new();
+    let keys = load_keys(&mut conn, &mut index, window_start(window)).await?;
+    tracing::info!(
+        keys,
+        memory_kib = index.bytes() / 1024,
+        took_ms = started.elapsed().as_millis() as u64,
+        window_days = window.num_days(),
+        "Read the dedup keys of the events received within the dedup window"
+    );
+    Ok(SqliteWriter {
+        conn,
+        index,
+        window,
+        _lock: lock,
+    })
+}
+
+/// The database's file; empty for a database without one.
+async fn database_file(conn: &mut SqliteConnection) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+        .fetch_one(conn)
+        .await
+}
+
+/// Take the lock file beside the database, so that a second voltd on the same file stops at
+/// start-up: the dedup keys live in this writer's memory, so a second writer would store
+/// repeats that this one would have answered as duplicates. The operating system lets go of
+/// the lock when the process ends, however it ends.
+fn lock_writer(database: &str) -> Result<Option<File>, StoreError> {
+    if database.is_empty() {
+        return Ok(None);
+    }
+    let path = PathBuf::from(format!("{database}-writer.lock"));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(TryLockError::Error(source)) => Err(StoreError::Lock { path, source }),
+    }
+}
+
+/// The oldest receive time inside the window, as of now.
+fn window_start(window: chrono::Duration) -> DateTime<Utc> {
+    Utc::now()
+        .checked_sub_signed(window)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Put the key of every event received since `since` into `index`; returns how many. The
+/// index `events_by_received_at` holds both columns, so this reads no event row.
+async fn load_keys(
+    conn: &mut SqliteConnection,
+    index: &mut DedupIndex,
+    since: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let mut rows = sqlx::query_as::<_, (i64, String, Timestamp)>(
+        "SELECT id, dedup_key, received_at FROM events \
+         WHERE received_at >= $1 AND dedup_key IS NOT NULL",
+    )
+    .bind(Timestamp(since))
+    .fetch(conn);
+    let mut count = 0;
+    while let Some((id, key, received_at)) = rows.try_next().await? {
+        index.insert(index.hash(&key), id, received_at.0);
+        count += 1;
+    }
+    Ok(count)
+}
+
+impl SqliteWriter {
+    /// Store `events[rows]`, whose dedup keys are distinct; returns one outcome per row, in
+    /// order. A row is a duplicate when an event with its key was received within the window.
+    pub(super) async fn store_distinct(
+        &mut self,
+        events: &[&NewEvent],
+        keys: &[Option<String>],
+        rows: &[usize],
+    ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+        let since = window_start(self.window);
+        self.index.forget_before(since);
+        let hashes: Vec<Option<KeyHash>> = keys
+            .iter()
+            .map(|key| key.as_deref().map(|key| self.index.hash(key)))
+            .collect();
+        let candidates: Vec<i64> = rows
+            .iter()
+            .filter_map(|&i| hashes[i])
+            .flat_map(|hash| self.index.candidates(hash))
+            .collect();
+        let stored = if candidates.is_empty() {
+            HashMap::new()
+        } else {
+            stored_keys(&mut self.conn, &candidates, since).await?
+        };
+        let is_stored = |index: usize| keys[index].as_ref().and_then(|key| stored.get(key));
+        let new_rows: Vec<usize> = rows
+            .iter()
+            .copied()
+            .filter(|&i| is_stored(i).is_none())
+            .collect();
+        let ids = insert_rows(&mut self.conn, events, keys, &new_rows).await?;
+        // Committed: from now on a repeat of these keys is a duplicate.
+        for (&index, &id) in new_rows.iter().zip(&ids) {
+            if let Some(hash) = hashes[index] {
+                self.index.insert(hash, id, events[index].received_at);
+            }
+        }
+        let mut ids = ids.into_iter();
+        rows.iter()
+            .map(|&index| match is_stored(index) {
+                Some(&id) => Ok(StoreOutcome::Duplicate(id)),
+                None => ids
+                    .next()
+                    .map(StoreOutcome::Stored)
+                    .ok_or_else(|| sqlx::Error::Protocol("an event got no id".into())),
+            })
+            .collect()
+    }
+
+    pub(super) async fn probe(&mut self) -> Result<(), sqlx::Error> {
+        probe(&mut self.conn).await
+    }
+
+    pub(super) async fn close(self) -> Result<(), sqlx::Error> {
+        self.conn.close().await
+    }
+}
+
+/// Of the events `ids`, those received since `since`: the newest id for each dedup key. The
+/// ids travel as one JSON array, so the statement's prepared form is cached.
+async fn stored_keys(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+    since: DateTime<Utc>,
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let ids = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, dedup_key FROM events \
+         WHERE id IN (SELECT value FROM json_each($1)) AND received_at >= $2 \
+         AND dedup_key IS NOT NULL",
+    )
+    .bind(ids)
+    .bind(Timestamp(since))
+    .fetch_all(conn)
+    .await?;
+    let mut newest: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for (id, key) in rows {
+        let kept = newest.entry(key).or_insert(id);
+        *kept = (*kept).max(id);
+    }
+    Ok(newest)
 }
 
 /// A commit that changes nothing, then room on the disk for a large batch.
@@ -64,10 +244,7 @@ pub(super) async fn probe(conn: &mut SqliteConnection) -> Result<(), sqlx::Error
     )))
     .execute(&mut *conn)
     .await?;
-    let file: String =
-        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-            .fetch_one(&mut *conn)
-            .await?;
+    let file = database_file(conn).await?;
     if file.is_empty() {
         return Ok(());
     }
@@ -120,70 +297,29 @@ pub(super) const MAX_ROWS_PER_STATEMENT: usize = 512;
 /// preparing them afresh cost no measurable CPU per event there.
 const MAX_CACHED_ROWS: usize = 64;
 
-/// Store `events[rows]`, whose dedup keys are distinct; returns one outcome per row, in order.
+/// Insert `events[rows]`; returns their new ids, in order.
 ///
 /// A batch is usually one statement, so it runs without BEGIN/COMMIT: a single statement is
 /// atomic on its own (one fsync), each explicit BEGIN or COMMIT would be one more round trip
 /// to SQLite's worker thread, and a statement inside an explicit transaction needs a statement
 /// journal, which spills to a temporary file once it outgrows 64 KiB. Larger batches are
 /// chunked inside one transaction.
-pub(super) async fn store_distinct(
-    conn: &mut SqliteConnection,
-    events: &[&NewEvent],
-    keys: &[Option<String>],
-    rows: &[usize],
-) -> Result<Vec<StoreOutcome>, sqlx::Error> {
-    if rows.len() <= MAX_ROWS_PER_STATEMENT {
-        return insert_rows(conn, events, keys, rows).await;
-    }
-    let mut outcomes = Vec::with_capacity(rows.len());
-    let mut tx = conn.begin().await?;
-    for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
-        outcomes.extend(insert_rows(&mut tx, events, keys, chunk).await?);
-    }
-    tx.commit().await?;
-    Ok(outcomes)
-}
-
-/// Store `events[rows]` with one INSERT when none of their keys is stored yet, which is the
-/// rule (a repeat delivery is rare). Otherwise the unique index refuses the whole statement,
-/// which SQLite undoes, and the keys are looked up to insert only the new events.
 async fn insert_rows(
     conn: &mut SqliteConnection,
     events: &[&NewEvent],
     keys: &[Option<String>],
     rows: &[usize],
-) -> Result<Vec<StoreOutcome>, sqlx::Error> {
-    match insert_new(conn, events, keys, rows).await {
-        Ok(ids) => return Ok(ids.map(StoreOutcome::Stored).collect()),
-        Err(e) if is_duplicate_key(&e) => {}
-        Err(e) => return Err(e),
+) -> Result<Vec<i64>, sqlx::Error> {
+    if rows.len() <= MAX_ROWS_PER_STATEMENT {
+        return Ok(insert_new(conn, events, keys, rows).await?.collect());
     }
-    let stored = existing_ids(conn, rows.iter().filter_map(|&i| keys[i].as_ref())).await?;
-    let is_new = |index: &usize| {
-        keys[*index]
-            .as_ref()
-            .is_none_or(|key| !stored.contains_key(key))
-    };
-    let new_rows: Vec<usize> = rows.iter().copied().filter(is_new).collect();
-    let mut new_ids = insert_new(conn, events, keys, &new_rows).await?;
-    rows.iter()
-        .map(
-            |index| match keys[*index].as_ref().and_then(|key| stored.get(key)) {
-                Some(&id) => Ok(StoreOutcome::Duplicate(id)),
-                None => new_ids
-                    .next()
-                    .map(StoreOutcome::Stored)
-                    .ok_or_else(|| sqlx::Error::Protocol("an event got no id".into())),
-            },
-        )
-        .collect()
-}
-
-fn is_duplicate_key(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.is_unique_violation())
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut tx = conn.begin().await?;
+    for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+        ids.extend(insert_new(&mut tx, events, keys, chunk).await?);
+    }
+    tx.commit().await?;
+    Ok(ids)
 }
 
 /// One multi-row INSERT of `events[rows]`; returns their new ids, in order.
@@ -237,23 +373,132 @@ async fn insert_new(
     Ok(last_id - count + 1..last_id + 1)
 }
 
-/// Ids of the rows already stored under any of `keys`: one statement whatever their number
-/// (the keys travel as one JSON array), so its prepared form is cached.
-async fn existing_ids<'k>(
-    conn: &mut SqliteConnection,
-    keys: impl Iterator<Item = &'k String>,
-) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let keys: Vec<&String> = keys.collect();
-    let keys = serde_json::to_string(&keys).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    let rows = sqlx::query(
-        "SELECT id, dedup_key FROM events WHERE dedup_key IN (SELECT value FROM json_each($1))",
-    )
-    .bind(keys)
-    .fetch_all(conn)
-    .await?;
-    let mut found = HashMap::with_capacity(rows.len());
-    for row in rows {
-        found.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+#[cfg(test)]
+mod tests {
+    use chrono::Duration as Days;
+
+    use super::*;
+    use crate::config::Backend;
+    use crate::event::{EventFields, Verdict};
+    use crate::store::backend::Pool;
+    use crate::store::test_db::{DEDUP_WINDOW, TestDb};
+
+    fn event(message_id: &str, received_at: DateTime<Utc>) -> NewEvent {
+        NewEvent {
+            received_at,
+            content_type: None,
+            remote_addr: None,
+            body: message_id.as_bytes().to_vec(),
+            fields: EventFields {
+                event_type: Some("message.received".into()),
+                message_id: Some(message_id.into()),
+                ..EventFields::default()
+            },
+            signature: Verdict::Unchecked,
+        }
     }
-    Ok(found)
+
+    /// A writer as start-up opens one, reading the window's keys from the table.
+    async fn start(db: &TestDb) -> SqliteWriter {
+        let Pool::Sqlite(pool) = &db.store.pool else {
+            unreachable!("an SQLite test database")
+        };
+        writer(pool, DEDUP_WINDOW).await.unwrap()
+    }
+
+    async fn store(writer: &mut SqliteWriter, event: &NewEvent) -> StoreOutcome {
+        let keys = [event.dedup_key()];
+        let outcomes = writer.store_distinct(&[event], &keys, &[0]).await.unwrap();
+        outcomes[0]
+    }
+
+    #[tokio::test]
+    async fn a_repeat_within_the_window_is_a_duplicate_after_a_restart() {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let mut writer = start(&db).await;
+        let first = store(&mut writer, &event("m1", Utc::now() - Days::days(29))).await;
+        let other = store(&mut writer, &event("m2", Utc::now())).await;
+        writer.close().await.unwrap();
+
+        let mut writer = start(&db).await;
+        let repeat = store(&mut writer, &event("m1", Utc::now())).await;
+        assert_eq!(repeat, StoreOutcome::Duplicate(first.id()));
+        let repeat = store(&mut writer, &event("m2", Utc::now())).await;
+        assert_eq!(repeat, StoreOutcome::Duplicate(other.id()));
+        assert_eq!(db.store.count_events().await.unwrap(), 2);
+        writer.close().await.unwrap();
+        db.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_repeat_after_the_window_is_stored_as_a_new_event() {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let mut writer = start(&db).await;
+        let old = store(&mut writer, &event("m1", Utc::now() - Days::days(31))).await;
+        // Still in memory, but its row is older than the window.
+        let repeat = store(&mut writer, &event("m1", Utc::now() - Days::days(1))).await;
+        assert!(
+            matches!(repeat, StoreOutcome::Stored(id) if id > old.id()),
+            "{repeat:?}"
+        );
+        let old_only = store(&mut writer, &event("m2", Utc::now() - Days::days(40))).await;
+        writer.close().await.unwrap();
+
+        let mut writer = start(&db).await;
+        let again = store(&mut writer, &event("m1", Utc::now())).await;
+        assert_eq!(
+            again,
+            StoreOutcome::Duplicate(repeat.id()),
+            "the newer copy counts"
+        );
+        let again = store(&mut writer, &event("m2", Utc::now())).await;
+        assert!(
+            matches!(again, StoreOutcome::Stored(id) if id > old_only.id()),
+            "{again:?}"
+        );
+        assert_eq!(db.store.count_events().await.unwrap(), 4);
+        writer.close().await.unwrap();
+        db.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_on_the_same_file_is_refused_until_the_first_stops() {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let first = start(&db).await;
+        let Pool::Sqlite(pool) = &db.store.pool else {
+            unreachable!("an SQLite test database")
+        };
+        let refused = writer(pool, DEDUP_WINDOW)
+            .await
+            .err()
+            .expect("a second writer");
+        assert!(matches!(refused, StoreError::Locked { .. }), "{refused:?}");
+        assert!(refused.to_string().contains("another voltd"), "{refused}");
+        first.close().await.unwrap();
+        start(&db).await.close().await.unwrap();
+        db.finish().await;
+    }
+
+    #[tokio::test]
+    async fn keys_that_share_a_hash_are_told_apart_by_their_rows() {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let mut writer = start(&db).await;
+        writer.index = DedupIndex::colliding();
+        let a = store(&mut writer, &event("a", Utc::now())).await;
+        let b = store(&mut writer, &event("b", Utc::now())).await;
+        assert!(
+            matches!(b, StoreOutcome::Stored(id) if id != a.id()),
+            "{b:?}"
+        );
+        assert_eq!(
+            store(&mut writer, &event("a", Utc::now())).await,
+            StoreOutcome::Duplicate(a.id())
+        );
+        assert_eq!(
+            store(&mut writer, &event("b", Utc::now())).await,
+            StoreOutcome::Duplicate(b.id())
+        );
+        writer.close().await.unwrap();
+        db.finish().await;
+    }
 }

@@ -1,9 +1,14 @@
 //! Stores for the unit tests on each backend: an SQLite file in a temporary directory, or a
 //! schema of its own in the PostgreSQL test database ([`crate::testing::postgres`]).
 
+use std::time::Duration;
+
 use super::Store;
 use crate::config::Backend;
 use crate::testing::postgres::Schema;
+
+/// The default `[storage] dedup_window_days`, for tests that do not look at the window.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 
 pub struct TestDb {
     pub store: Store,

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -339,7 +338,7 @@ impl Writer {
 
 /// The writer's own connection to whichever database the store uses.
 pub(super) enum WriteConnection {
-    Sqlite(SqliteConnection),
+    Sqlite(sqlite::SqliteWriter),
     Postgres(postgres::PgWriter),
 }
 
@@ -351,7 +350,7 @@ impl WriteConnection {
         rows: &[usize],
     ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
         match self {
-            Self::Sqlite(conn) => sqlite::store_distinct(conn, events, keys, rows).await,
+            Self::Sqlite(writer) => writer.store_distinct(events, keys, rows).await,
             Self::Postgres(writer) => writer.store_distinct(events, keys, rows).await,
         }
     }
@@ -359,7 +358,7 @@ impl WriteConnection {
     /// A commit that changes nothing, to learn whether the database takes writes.
     pub(super) async fn probe(&mut self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite(conn) => sqlite::probe(conn).await,
+            Self::Sqlite(writer) => writer.probe().await,
             Self::Postgres(writer) => writer.probe().await,
         }
     }
@@ -375,7 +374,7 @@ impl WriteConnection {
 
     async fn close(self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite(conn) => conn.close().await,
+            Self::Sqlite(writer) => writer.close().await,
             Self::Postgres(writer) => writer.close().await,
         }
     }
@@ -429,7 +428,7 @@ mod tests {
     use crate::config::Backend;
     use crate::event::EventFields;
     use crate::store::backend::Pool;
-    use crate::store::test_db::{TestDb, test_each_backend};
+    use crate::store::test_db::{DEDUP_WINDOW, TestDb, test_each_backend};
 
     fn event(message_id: Option<&str>, body: &str) -> NewEvent {
         NewEvent {
@@ -449,7 +448,9 @@ mod tests {
 
     async fn connection(db: &TestDb) -> WriteConnection {
         match &db.store.pool {
-            Pool::Sqlite(pool) => WriteConnection::Sqlite(sqlite::writer(pool).await.unwrap()),
+            Pool::Sqlite(pool) => {
+                WriteConnection::Sqlite(sqlite::writer(pool, DEDUP_WINDOW).await.unwrap())
+            }
             Pool::Postgres(pool) => {
                 WriteConnection::Postgres(postgres::writer(pool).await.unwrap())
             }

@@ -14,7 +14,7 @@ use voltd::store::Store;
 
 use crate::daemon::Daemon;
 use crate::helpers::{
-    TestApp, TestConfig, event_body, http_client, poll_until, send, stored_events,
+    TestApp, TestConfig, event_body, fixture, http_client, poll_until, send, stored_events,
 };
 
 const CLIENTS: usize = 32;
@@ -162,6 +162,31 @@ async fn concurrent_repeats_of_one_event_store_one_row() {
             .all(|(s, i)| *i == id && (s == "stored" || s == "duplicate")),
         "{outcomes:?}"
     );
+    assert_eq!(app.store.count_events().await.unwrap(), 1);
+    app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_repeat_delivered_after_a_restart_is_a_duplicate() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    // The database outlives both daemons, and each daemon's own directory.
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestConfig::new();
+    let url = match crate::BACKEND {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("voltd.db").display()),
+        Backend::Postgres => first.database_url(),
+    };
+    let schema = first.schema.clone();
+    let app = TestApp::spawn(first.storage_url(url.clone())).await;
+    let stored = app.post_event(fixture("message-sent.json")).await.outcome();
+    app.stop().await.unwrap();
+
+    let mut second = TestConfig::new().storage_url(url);
+    second.schema = schema;
+    let app = TestApp::spawn(second).await;
+    let repeat = app.post_event(fixture("message-sent.json")).await.outcome();
+    assert_eq!(stored.0, "stored");
+    assert_eq!(repeat, ("duplicate".to_owned(), stored.1));
     assert_eq!(app.store.count_events().await.unwrap(), 1);
     app.stop().await.unwrap();
 }
