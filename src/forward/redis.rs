@@ -89,6 +89,7 @@ mod tests {
             id,
             received_at: chrono::Utc::now(),
             content_type: Some("application/json".into()),
+            content_encoding: None,
             remote_addr: None,
             body: br#"{"payload":{"text":"hi"}}"#.to_vec(),
             fields: EventFields {

@@ -387,6 +387,7 @@ mod tests {
         NewEvent {
             received_at,
             content_type: None,
+            content_encoding: None,
             remote_addr: None,
             body: message_id.as_bytes().to_vec(),
             fields: EventFields {
