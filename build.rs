@@ -17,6 +17,8 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
+use flate2::Compression;
+use flate2::write::GzEncoder;
 
 #[allow(dead_code)] // Only the definitions are used here, not the parsed values.
 #[path = "src/cli/args.rs"]
@@ -29,7 +31,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let completions_dir = profile_dir.join("completions");
     fs::create_dir_all(&man_dir)?;
     fs::create_dir_all(&completions_dir)?;
-    write_man_page(&man_dir.join("voltd.8"))?;
+    write_man_page(&man_dir.join("voltd.8.gz"))?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut args::Cli::command(), "voltd", &completions_dir)?;
     }
@@ -53,6 +55,7 @@ fn profile_dir() -> Result<PathBuf, Box<dyn Error>> {
 
 /// One page for the whole program: the usual sections for `voltd` itself, then COMMANDS with
 /// each command's synopsis and flags, then what the operator needs beyond the flags.
+/// Gzipped, as Debian installs man pages (cargo deb compresses only files it does not build).
 fn write_man_page(path: &Path) -> Result<(), Box<dyn Error>> {
     let mut cli = args::Cli::command().disable_help_subcommand(true);
     cli.build();
@@ -71,7 +74,9 @@ fn write_man_page(path: &Path) -> Result<(), Box<dyn Error>> {
         write_command(&mut page, command)?;
     }
     page.write_all(after_commands().as_bytes())?;
-    fs::write(path, page)?;
+    let mut gzip = GzEncoder::new(fs::File::create(path)?, Compression::best());
+    gzip.write_all(&page)?;
+    gzip.finish()?;
     Ok(())
 }
 
