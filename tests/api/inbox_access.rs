@@ -268,5 +268,16 @@ async fn a_new_event_reaches_the_live_stream_within_a_second() {
         !received.contains("Shown already") && !received.contains("Other number"),
         "{received}"
     );
+    // An open stream does not hold up shutdown (the admin listener would wait 5 s for it).
+    let stopping = Instant::now();
     app.stop().await.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        stream.next().await.is_none_or(|end| end.is_err()),
+        "the stream ended"
+    );
 }
