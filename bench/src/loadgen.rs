@@ -12,6 +12,8 @@
 //! any store that indexes the key.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +39,8 @@ struct Options {
     duration: Duration,
     run_id: String,
     ids: Ids,
+    /// With `--events N`, the run ends once N requests have been sent (or at `duration`).
+    events: Option<u64>,
 }
 
 #[derive(Default)]
@@ -70,6 +74,7 @@ fn parse_options() -> Result<Options, String> {
     let mut connections = None;
     let mut duration = Duration::from_secs(10);
     let mut run_id = String::from("run");
+    let mut events = None;
     let mut ids = Ids::Random;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -85,6 +90,7 @@ fn parse_options() -> Result<Options, String> {
                 duration = Duration::from_secs_f64(secs);
             }
             "--run-id" => run_id = value,
+            "--events" => events = Some(value.parse().map_err(|e| format!("--events: {e}"))?),
             "--ids" => {
                 ids = match value.as_str() {
                     "random" => Ids::Random,
@@ -106,6 +112,7 @@ fn parse_options() -> Result<Options, String> {
         duration,
         run_id,
         ids,
+        events,
     })
 }
 
@@ -248,6 +255,7 @@ async fn drive(
     mut ids: Option<SplitMix64>,
     start: Instant,
     deadline: Instant,
+    budget: Arc<AtomicU64>,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut buffer = Vec::with_capacity(4096);
@@ -255,6 +263,15 @@ async fn drive(
     let mut sequence = 0u64;
     tokio::time::sleep_until(start.into()).await;
     while Instant::now() < deadline {
+        // Each request takes one from the shared budget; none left ends the connection.
+        if budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_err()
+        {
+            break;
+        }
         let connection = match stream.as_mut() {
             Some(connection) => connection,
             None => match TcpStream::connect(addr).await {
@@ -315,7 +332,7 @@ fn main() {
         Err(e) => {
             eprintln!(
                 "loadgen: {e}\nusage: loadgen --addr 127.0.0.1:PORT --path /PATH --connections N \
-                 [--seconds 10] [--run-id ID] [--ids random|sequential]"
+                 [--seconds 10] [--events N] [--run-id ID] [--ids random|sequential]"
             );
             std::process::exit(2);
         }
@@ -329,12 +346,21 @@ fn main() {
         // Connect-time setup happens before the clock starts.
         let start = Instant::now() + Duration::from_millis(200);
         let deadline = start + options.duration;
+        let budget = Arc::new(AtomicU64::new(options.events.unwrap_or(u64::MAX)));
         let tasks: Vec<_> = (0..options.connections)
             .map(|c| {
                 let (request, id_at) = request_template(&options, c);
                 let ids =
                     (options.ids == Ids::Random).then(|| SplitMix64::for_connection(&options, c));
-                tokio::spawn(drive(options.addr, request, id_at, ids, start, deadline))
+                tokio::spawn(drive(
+                    options.addr,
+                    request,
+                    id_at,
+                    ids,
+                    start,
+                    deadline,
+                    budget.clone(),
+                ))
             })
             .collect();
         let mut tally = Tally::default();
