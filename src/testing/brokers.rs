@@ -238,20 +238,25 @@ impl PrivateRedis {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server (is it installed?): {e}"));
         self.server = Some(server);
-        let deadline = Instant::now() + START_TIMEOUT;
-        let address = ("127.0.0.1", self.port)
-            .to_socket_addrs()
-            .expect("a local address")
-            .next()
-            .expect("a local address");
-        while TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on port {} within {START_TIMEOUT:?}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening("redis-server", self.port);
+    }
+}
+
+/// Returns once a private server of `program` answers on `port`; panics after
+/// `START_TIMEOUT`.
+pub(super) fn wait_until_listening(program: &str, port: u16) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let address = ("127.0.0.1", port)
+        .to_socket_addrs()
+        .expect("a local address")
+        .next()
+        .expect("a local address");
+    while TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{program} did not answer on port {port} within {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

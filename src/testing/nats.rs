@@ -1,10 +1,13 @@
 //! A JetStream stream of a test's own on the NATS test server ([`Broker::Nats`]), capturing
 //! a subject of its own; deleted with it.
 
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
 use async_nats::jetstream::{self, stream};
 use url::Url;
 
-use super::brokers::Broker;
+use super::brokers::{Broker, free_port, wait_until_listening};
 use crate::config::NatsTarget;
 
 pub struct TestNatsStream {
@@ -32,7 +35,11 @@ impl Received {
 impl TestNatsStream {
     /// Creates the stream on the test server.
     pub async fn new() -> Self {
-        let url = Broker::Nats.url();
+        Self::on(Broker::Nats.url()).await
+    }
+
+    /// Creates the stream on the server at `url`.
+    pub async fn on(url: Url) -> Self {
         let suffix = format!("{:016x}", rand::random::<u64>());
         let client = async_nats::connect(url.as_str())
             .await
@@ -82,25 +89,29 @@ impl TestNatsStream {
 
     /// Every message the stream holds, oldest first.
     pub async fn messages(&self) -> Vec<Received> {
-        let mut stream = self
-            .context
-            .get_stream(&self.name)
+        self.try_messages()
             .await
-            .unwrap_or_else(|e| panic!("cannot find the stream {}: {e}", self.name));
-        let count = stream.info().await.expect("stream info").state.messages;
+            .unwrap_or_else(|e| panic!("cannot read the stream {}: {e}", self.name))
+    }
+
+    /// Every message the stream holds, oldest first; an error while the server does not
+    /// answer.
+    pub async fn try_messages(
+        &self,
+    ) -> Result<Vec<Received>, Box<dyn std::error::Error + Send + Sync>> {
+        let mut stream = self.context.get_stream(&self.name).await?;
+        let count = stream.info().await?.state.messages;
         let mut messages = Vec::new();
         let mut sequence = 1;
         while (messages.len() as u64) < count {
-            match stream.get_raw_message(sequence).await {
-                Ok(message) => messages.push(Received {
-                    headers: message.headers,
-                    body: message.payload.to_vec(),
-                }),
-                Err(e) => panic!("cannot read message {sequence} of {}: {e}", self.name),
-            }
+            let message = stream.get_raw_message(sequence).await?;
+            messages.push(Received {
+                headers: message.headers,
+                body: message.payload.to_vec(),
+            });
             sequence += 1;
         }
-        messages
+        Ok(messages)
     }
 
     /// Deletes the stream; a test that ends early leaves it behind, named `VOLTD_TEST_…`.
@@ -108,5 +119,68 @@ impl TestNatsStream {
         if let Err(e) = self.context.delete_stream(&self.name).await {
             eprintln!("cannot delete the test stream {}: {e}", self.name);
         }
+    }
+}
+
+/// A `nats-server -js` of the test's own on a free port, which it can stop and start again
+/// on the same port and with the same store, so its streams outlive a restart.
+pub struct PrivateNats {
+    port: u16,
+    store: PathBuf,
+    server: Option<Child>,
+}
+
+impl PrivateNats {
+    /// Panics when `nats-server` cannot be started: the tests that use one run only where
+    /// the NATS tests run, and CI installs it.
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut nats = Self {
+            port,
+            store: std::env::temp_dir().join(format!("voltd-test-nats-{port}")),
+            server: None,
+        };
+        nats.resume();
+        nats
+    }
+
+    pub fn url(&self) -> Url {
+        Url::parse(&format!("nats://127.0.0.1:{}", self.port)).expect("a valid URL")
+    }
+
+    /// Kill the server and wait until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+
+    /// Start the server again on its port; returns once it answers.
+    pub fn resume(&mut self) {
+        assert!(self.server.is_none(), "the private NATS is running already");
+        let server = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-js",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nats-server (is it installed?): {e}"));
+        self.server = Some(server);
+        wait_until_listening("nats-server", self.port);
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.store);
     }
 }
