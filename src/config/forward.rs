@@ -39,6 +39,7 @@ pub enum Target {
     Http(HttpTarget),
     Command(CommandTarget),
     Redis(RedisTarget),
+    Nats(NatsTarget),
 }
 
 /// `type = "http"`: the event's original body is POSTed to `url`.
@@ -66,6 +67,13 @@ pub struct RedisTarget {
     pub max_len: Option<u64>,
 }
 
+/// `type = "nats"`: each event is published to a subject that a JetStream stream captures.
+#[derive(Debug, Clone)]
+pub struct NatsTarget {
+    pub url: Url,
+    pub subject: String,
+}
+
 /// The words of `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,6 +81,7 @@ pub enum SinkType {
     Http,
     Command,
     Redis,
+    Nats,
 }
 
 impl SinkType {
@@ -81,6 +90,7 @@ impl SinkType {
             Self::Http => "http",
             Self::Command => "command",
             Self::Redis => "redis",
+            Self::Nats => "nats",
         }
     }
 
@@ -92,6 +102,7 @@ impl SinkType {
             Self::Http => 4,
             Self::Command => 1,
             Self::Redis => 256,
+            Self::Nats => 256,
         }
     }
 
@@ -101,6 +112,7 @@ impl SinkType {
             Self::Http => &["http", "https"],
             Self::Command => &[],
             Self::Redis => &["redis"],
+            Self::Nats => &["nats"],
         }
     }
 }
@@ -111,6 +123,7 @@ impl Target {
             Self::Http(_) => SinkType::Http,
             Self::Command(_) => SinkType::Command,
             Self::Redis(_) => SinkType::Redis,
+            Self::Nats(_) => SinkType::Nats,
         }
     }
 }
@@ -209,6 +222,8 @@ struct SinkEntry {
         skip_serializing_if = "Option::is_none"
     )]
     max_len: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
     #[serde(
         rename = "timeout_secs",
         default = "default_timeout",
@@ -269,10 +284,11 @@ impl SinkEntry {
         const HTTP: &[SinkType] = &[SinkType::Http];
         const COMMAND: &[SinkType] = &[SinkType::Command];
         const REDIS: &[SinkType] = &[SinkType::Redis];
+        const NATS: &[SinkType] = &[SinkType::Nats];
         [
             (
                 "url",
-                &[SinkType::Http, SinkType::Redis][..],
+                &[SinkType::Http, SinkType::Redis, SinkType::Nats][..],
                 self.url.is_some(),
             ),
             ("headers", HTTP, !self.headers.is_empty()),
@@ -281,6 +297,7 @@ impl SinkEntry {
             ("args", COMMAND, !self.args.is_empty()),
             ("stream", REDIS, self.stream.is_some()),
             ("max_len", REDIS, self.max_len.is_some()),
+            ("subject", NATS, self.subject.is_some()),
         ]
         .into_iter()
         .filter(|(_, _, set)| *set)
@@ -358,6 +375,15 @@ impl TryFrom<SinkEntry> for ForwardSettings {
                     })?,
                 max_len: entry.max_len,
             }),
+            SinkType::Nats => Target::Nats(NatsTarget {
+                url: url.ok_or_else(|| needs("url"))?,
+                subject: entry
+                    .subject
+                    .filter(|subject| !subject.is_empty())
+                    .ok_or_else(|| {
+                        needs("subject (one that a JetStream stream captures, e.g. volt.events)")
+                    })?,
+            }),
         };
         Ok(Self {
             name,
@@ -390,6 +416,7 @@ impl From<ForwardSettings> for SinkEntry {
             args: Vec::new(),
             stream: None,
             max_len: None,
+            subject: None,
             timeout: sink.timeout,
             max_concurrency: Some(sink.max_concurrency),
             event_types: sink.filter.event_types,
@@ -413,6 +440,10 @@ impl From<ForwardSettings> for SinkEntry {
                 entry.url = Some(redis.url);
                 entry.stream = Some(redis.stream);
                 entry.max_len = redis.max_len;
+            }
+            Target::Nats(nats) => {
+                entry.url = Some(nats.url);
+                entry.subject = Some(nats.subject);
             }
         }
         entry
@@ -574,6 +605,45 @@ mod tests {
     }
 
     #[test]
+    fn a_nats_sink_is_read_and_shown_without_its_password() {
+        let settings = load(
+            "[[forward]]\nname = \"bus\"\ntype = \"nats\"\n\
+             url = \"nats://voltd:hunter2@127.0.0.1:4222\"\nsubject = \"volt.events\"\n",
+        )
+        .unwrap();
+        let [bus] = &settings.forward[..] else {
+            panic!("one sink expected: {:?}", settings.forward);
+        };
+        assert_eq!(bus.max_concurrency, 256);
+        let Target::Nats(nats) = &bus.target else {
+            panic!("a nats target expected: {bus:?}");
+        };
+        assert_eq!(nats.subject, "volt.events");
+        let shown = toml::to_string(&SinkEntry::from(bus.clone())).unwrap();
+        assert!(shown.contains("url = \"nats://127.0.0.1:4222\""), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        for (forward, expected) in [
+            (
+                "url = \"redis://x/\"\nsubject = \"s\"\n",
+                "url \"redis://x/\" is not a URL with a host and the scheme nats",
+            ),
+            ("url = \"nats://x/\"\n", "type = \"nats\" needs a subject"),
+            (
+                "url = \"nats://x/\"\nsubject = \"s\"\nstream = \"s\"\n",
+                "stream only applies to type = \"redis\"",
+            ),
+        ] {
+            let err = load(&format!(
+                "[[forward]]\nname = \"a\"\ntype = \"nats\"\n{forward}"
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(err.contains(expected), "{forward}: {err}");
+        }
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (forward, expected) in [
             (
@@ -633,7 +703,7 @@ mod tests {
             ),
             (
                 "name = \"a\"\ntype = \"command\"\nprogram = \"/bin/true\"\nurl = \"redis://x/\"\n",
-                "sink \"a\": url only applies to type = \"http\" or type = \"redis\"",
+                "sink \"a\": url only applies to type = \"http\" or type = \"redis\" or type = \"nats\"",
             ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nheaders = { \"a b\" = \"c\" }\n",

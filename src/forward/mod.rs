@@ -9,6 +9,7 @@
 
 mod command;
 mod http;
+mod nats;
 mod redis;
 mod signing;
 mod sink;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::{command, http, redis as redis_stream};
-use crate::config::{ForwardSettings, RedisTarget, Target};
+use super::{command, http, nats, redis as redis_stream};
+use crate::config::{ForwardSettings, NatsTarget, RedisTarget, Target};
 use crate::error_chain::ErrorChain;
 use crate::event::StoredEvent;
 use crate::request_failure::RequestFailure;
@@ -70,6 +70,18 @@ pub enum DeliveryError {
         #[source]
         source: redis::RedisError,
     },
+    #[error("publishing to subject {subject:?} at {origin} failed")]
+    Nats {
+        origin: String,
+        subject: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "no JetStream stream captures subject {subject:?}; create one (e.g. `nats stream add \
+         --subjects {subject}`) or correct the sink's subject"
+    )]
+    NoStream { subject: String },
     #[error("cannot write the event as JSON")]
     Encode(#[source] serde_json::Error),
     #[error("the event is no longer stored (retention removed it)")]
@@ -95,6 +107,8 @@ pub struct Sink {
     /// Made on the first delivery to a Redis sink, inside the delivery task's runtime, which
     /// runs its reconnections.
     redis: OnceCell<ConnectionManager>,
+    /// Made on the first delivery to a NATS sink, like `redis`.
+    nats: tokio::sync::OnceCell<async_nats::jetstream::Context>,
 }
 
 /// The key that names one event to a receiver, the same on every retry and replay of it, so
@@ -109,6 +123,7 @@ impl Sink {
             settings,
             http: OnceCell::new(),
             redis: OnceCell::new(),
+            nats: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -128,6 +143,10 @@ impl Sink {
                 Ok(connection) => redis_stream::append(connection, target, event).await,
                 Err(error) => Err(error),
             },
+            Target::Nats(target) => match self.nats_context(target).await {
+                Ok(context) => nats::publish(context, target, event).await,
+                Err(error) => Err(error),
+            },
         };
         match result {
             Ok(()) => Attempt::Delivered,
@@ -143,6 +162,17 @@ impl Sink {
         }
         let connection = redis_stream::connect(target, self.settings.timeout)?;
         Ok(self.redis.get_or_init(|| connection).clone())
+    }
+}
+
+impl Sink {
+    async fn nats_context(
+        &self,
+        target: &NatsTarget,
+    ) -> Result<&async_nats::jetstream::Context, DeliveryError> {
+        self.nats
+            .get_or_try_init(|| nats::connect(target, self.settings.timeout))
+            .await
     }
 }
 

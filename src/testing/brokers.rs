@@ -25,24 +25,28 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Broker {
     Redis,
+    Nats,
 }
 
 impl Broker {
     fn name(self) -> &'static str {
         match self {
             Self::Redis => "Redis",
+            Self::Nats => "NATS",
         }
     }
 
     fn variable(self) -> &'static str {
         match self {
             Self::Redis => "VOLTD_TEST_REDIS_URL",
+            Self::Nats => "VOLTD_TEST_NATS_URL",
         }
     }
 
     fn default_url(self) -> &'static str {
         match self {
             Self::Redis => "redis://127.0.0.1:6379/0",
+            Self::Nats => "nats://127.0.0.1:4222",
         }
     }
 
@@ -56,7 +60,7 @@ impl Broker {
 
 /// Whether this test binary runs the tests of `broker`, decided once by the rule above.
 pub fn should_run(broker: Broker) -> bool {
-    static DECISIONS: [OnceLock<Result<bool, String>>; 1] = [OnceLock::new()];
+    static DECISIONS: [OnceLock<Result<bool, String>>; 2] = [OnceLock::new(), OnceLock::new()];
     let index = broker as usize;
     match DECISIONS[index].get_or_init(|| decide(broker)) {
         Ok(run) => *run,
@@ -234,20 +238,25 @@ impl PrivateRedis {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server (is it installed?): {e}"));
         self.server = Some(server);
-        let deadline = Instant::now() + START_TIMEOUT;
-        let address = ("127.0.0.1", self.port)
-            .to_socket_addrs()
-            .expect("a local address")
-            .next()
-            .expect("a local address");
-        while TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on port {} within {START_TIMEOUT:?}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening("redis-server", self.port);
+    }
+}
+
+/// Returns once a private server of `program` answers on `port`; panics after
+/// `START_TIMEOUT`.
+pub(super) fn wait_until_listening(program: &str, port: u16) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let address = ("127.0.0.1", port)
+        .to_socket_addrs()
+        .expect("a local address")
+        .next()
+        .expect("a local address");
+    while TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{program} did not answer on port {port} within {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod brokers;
 pub mod browser;
 pub mod encoding;
+pub mod nats;
 pub mod postgres;
 
 use std::sync::OnceLock;

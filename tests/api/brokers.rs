@@ -2,6 +2,7 @@
 //! is down for a while and then back.
 
 use voltd::testing::brokers::{Broker, Entry, PrivateRedis, TestStream};
+use voltd::testing::nats::{PrivateNats, TestNatsStream};
 
 use crate::forwarding::deliveries;
 use crate::helpers::{TestApp, TestConfig, event_body, poll_until};
@@ -114,4 +115,125 @@ async fn a_redis_server_that_was_down_receives_every_event_once_it_is_back() {
     })
     .await;
     app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn events_reach_a_jetstream_stream_with_their_body_and_metadata() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    voltd::skip_unless_broker!(Broker::Nats);
+    let stream = TestNatsStream::new().await;
+    let uncaptured = stream.uncaptured_target();
+    let sinks = format!(
+        "name = \"bus\"\ntype = \"nats\"\nurl = \"{url}\"\nsubject = {:?}\n\
+         [[forward]]\nname = \"nowhere\"\ntype = \"nats\"\nurl = \"{url}\"\nsubject = {:?}\n\
+         backoff_initial_ms = 50\nbackoff_max_secs = 1\n",
+        stream.subject(),
+        uncaptured.subject,
+        url = stream.url(),
+    );
+    let config = TestConfig::new().extra_toml("[[forward]]", &sinks);
+    let app = TestApp::spawn(config).await;
+    let body = event_body("message.received", "nats-1", "Hello bus");
+    let (_, id) = app.post_event(body.clone()).await.outcome();
+
+    let message = poll_until("the message in the stream", || async {
+        stream.messages().await.into_iter().next()
+    })
+    .await;
+    assert_eq!(message.body, body.as_bytes());
+    assert_eq!(message.header("Nats-Msg-Id"), format!("voltd_evt_{id}"));
+    assert_eq!(message.header("Voltd-Event-Id"), id.to_string());
+    assert_eq!(message.header("Voltd-Event-Type"), "message.received");
+    let event = app.store.event(id).await.unwrap().unwrap();
+    assert_eq!(
+        message.header("Voltd-Received-At"),
+        event.received_at_text()
+    );
+    assert_eq!(
+        message.header("Voltd-From"),
+        event.fields.from.unwrap_or_default()
+    );
+    let (delivered, failed) = poll_until("both deliveries attempted", || async {
+        let all = deliveries(&app.store).await;
+        let delivered = all
+            .iter()
+            .find(|d| d.sink == "bus" && d.status == "delivered")
+            .cloned();
+        let failed = all
+            .iter()
+            .find(|d| d.sink == "nowhere" && d.attempts >= 1)
+            .cloned();
+        delivered.zip(failed)
+    })
+    .await;
+    assert_eq!(delivered.attempts, 1);
+    assert_eq!(failed.status, "pending");
+    let error = failed.last_error.unwrap_or_default();
+    assert!(
+        error.contains("no JetStream stream captures subject"),
+        "{error}"
+    );
+    app.stop().await.unwrap();
+    stream.delete().await;
+}
+
+#[actix_web::test]
+async fn a_nats_server_that_was_down_receives_every_event_once_it_is_back() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    voltd::skip_unless_broker!(Broker::Nats);
+    let mut nats = PrivateNats::start();
+    let stream = TestNatsStream::on(nats.url()).await;
+    let sink = format!(
+        "name = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\nsubject = {:?}\ntimeout_secs = 2\n\
+         backoff_initial_ms = 50\nbackoff_max_secs = 1\n",
+        stream.url(),
+        stream.subject()
+    );
+    let app = TestApp::spawn(TestConfig::new().extra_toml("[[forward]]", &sink)).await;
+    let (_, first) = app
+        .post_event(event_body("message.received", "up-1", "before"))
+        .await
+        .outcome();
+    poll_until("the first message", || async {
+        stream.messages().await.into_iter().next()
+    })
+    .await;
+
+    nats.stop();
+    let mut ids = vec![first];
+    for n in 0..10 {
+        let body = event_body("message.received", &format!("down-{n}"), "while down");
+        ids.push(app.post_event(body).await.outcome().1);
+    }
+    let failed = poll_until("a failed attempt while NATS is down", || async {
+        deliveries(&app.store)
+            .await
+            .into_iter()
+            .find(|d| d.status == "pending" && d.attempts >= 1)
+    })
+    .await;
+    let error = failed.last_error.unwrap_or_default();
+    assert!(
+        error.contains("sink \"bus\": publishing to subject")
+            && error.contains(&nats.url().port().unwrap().to_string()),
+        "{error}"
+    );
+
+    // The stream is on disk, so it holds the first event too; repeats are dropped by id.
+    nats.resume();
+    poll_until("every event, once each", || async {
+        let received: Vec<i64> = stream
+            .try_messages()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.header("Voltd-Event-Id").parse().unwrap())
+            .collect();
+        let mut sorted = received.clone();
+        sorted.sort();
+        (sorted == ids).then_some(())
+    })
+    .await;
+    app.stop().await.unwrap();
+    stream.delete().await;
 }

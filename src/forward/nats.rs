@@ -1,0 +1,177 @@
+//! NATS JetStream sinks: publish each event's raw body to a subject, with its metadata as
+//! headers, and count it delivered only on the stream's acknowledgement.
+//!
+//! One client per sink, which keeps its connection and re-establishes it with backoff; the
+//! attempts in flight share it.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishError, context::PublishErrorKind};
+
+use super::sink::{DeliveryError, delivery_key};
+use crate::config::{NatsTarget, origin};
+use crate::event::StoredEvent;
+
+/// The sink's JetStream context. The client connects in the background and keeps trying, so
+/// a server that is down now is no error here: the attempts fail until it answers.
+pub(super) async fn connect(
+    target: &NatsTarget,
+    timeout: Duration,
+) -> Result<jetstream::Context, DeliveryError> {
+    let client = async_nats::ConnectOptions::new()
+        .name("voltd")
+        .connection_timeout(timeout)
+        .retry_on_initial_connect()
+        .connect(target.url.as_str())
+        .await
+        .map_err(|source| DeliveryError::Nats {
+            origin: origin(&target.url),
+            subject: target.subject.clone(),
+            source: Box::new(source),
+        })?;
+    let mut context = jetstream::new(client);
+    context.set_timeout(timeout);
+    Ok(context)
+}
+
+/// Delivered once the stream that captures the subject acknowledges the message.
+pub(super) async fn publish(
+    context: &jetstream::Context,
+    target: &NatsTarget,
+    event: &StoredEvent,
+) -> Result<(), DeliveryError> {
+    let failed = |source: PublishError| {
+        if source.kind() == PublishErrorKind::StreamNotFound {
+            DeliveryError::NoStream {
+                subject: target.subject.clone(),
+            }
+        } else {
+            DeliveryError::Nats {
+                origin: origin(&target.url),
+                subject: target.subject.clone(),
+                source: Box::new(source),
+            }
+        }
+    };
+    let ack = context
+        .publish_with_headers(
+            target.subject.clone(),
+            headers(event),
+            event.body.clone().into(),
+        )
+        .await
+        .map_err(failed)?;
+    ack.await.map_err(failed)?;
+    Ok(())
+}
+
+fn headers(event: &StoredEvent) -> HeaderMap {
+    // A line break would end the header block early.
+    let text = |value: &Option<String>| {
+        value
+            .as_deref()
+            .unwrap_or_default()
+            .replace(['\r', '\n'], " ")
+    };
+    let mut headers = HeaderMap::new();
+    // JetStream drops a message whose id it has seen within the stream's duplicate window.
+    headers.insert("Nats-Msg-Id", delivery_key(event).as_str());
+    headers.insert("Voltd-Event-Id", event.id.to_string().as_str());
+    headers.insert("Voltd-Event-Type", text(&event.fields.event_type).as_str());
+    headers.insert("Voltd-Direction", text(&event.fields.direction).as_str());
+    headers.insert("Voltd-From", text(&event.fields.from).as_str());
+    headers.insert("Voltd-To", text(&event.fields.to).as_str());
+    headers.insert("Voltd-Received-At", event.received_at_text().as_str());
+    headers.insert("Content-Type", text(&event.content_type).as_str());
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventFields, Verdict};
+    use crate::testing::brokers::Broker;
+    use crate::testing::nats::TestNatsStream;
+
+    fn event(id: i64) -> StoredEvent {
+        StoredEvent {
+            id,
+            received_at: chrono::Utc::now(),
+            content_type: Some("application/json".into()),
+            content_encoding: None,
+            remote_addr: None,
+            body: br#"{"payload":{"text":"hi"}}"#.to_vec(),
+            fields: EventFields {
+                event_type: Some("message.received".into()),
+                direction: Some("inbound".into()),
+                from: Some("+15555550100".into()),
+                to: Some("+15555550199\r\nX-Injected: 1".into()),
+                ..EventFields::default()
+            },
+            signature: Verdict::Unchecked,
+        }
+    }
+
+    #[actix_web::test]
+    async fn each_event_is_one_message_with_its_body_and_metadata() {
+        crate::skip_unless_broker!(Broker::Nats);
+        let stream = TestNatsStream::new().await;
+        let target = stream.target();
+        let context = connect(&target, Duration::from_secs(5)).await.unwrap();
+        let sent = event(41);
+        publish(&context, &target, &sent).await.unwrap();
+        // The same key again is a duplicate the stream drops.
+        publish(&context, &target, &sent).await.unwrap();
+        let messages = stream.messages().await;
+        let [message] = &messages[..] else {
+            panic!("one message expected, got {}", messages.len());
+        };
+        assert_eq!(message.body, sent.body);
+        assert_eq!(message.header("Nats-Msg-Id"), "voltd_evt_41");
+        assert_eq!(message.header("Voltd-Event-Id"), "41");
+        assert_eq!(message.header("Voltd-Event-Type"), "message.received");
+        assert_eq!(message.header("Voltd-Direction"), "inbound");
+        assert_eq!(message.header("Voltd-From"), "+15555550100");
+        assert_eq!(message.header("Voltd-To"), "+15555550199  X-Injected: 1");
+        assert_eq!(message.header("Voltd-Received-At"), sent.received_at_text());
+        assert_eq!(message.header("Content-Type"), "application/json");
+        assert!(message.headers.get("X-Injected").is_none());
+        stream.delete().await;
+    }
+
+    #[actix_web::test]
+    async fn a_subject_no_stream_captures_is_a_failed_attempt_that_says_so() {
+        crate::skip_unless_broker!(Broker::Nats);
+        let stream = TestNatsStream::new().await;
+        let target = stream.uncaptured_target();
+        let context = connect(&target, Duration::from_secs(5)).await.unwrap();
+        let error = publish(&context, &target, &event(1)).await.unwrap_err();
+        let text = error.last_error("bus");
+        let expected = format!(
+            "sink \"bus\": no JetStream stream captures subject {:?}",
+            target.subject
+        );
+        assert!(text.starts_with(&expected), "{text}");
+        assert!(stream.messages().await.is_empty());
+        stream.delete().await;
+    }
+
+    #[actix_web::test]
+    async fn an_unreachable_server_is_a_failed_attempt_that_names_it() {
+        let target = NatsTarget {
+            url: format!("nats://127.0.0.1:{}", crate::testing::brokers::free_port())
+                .parse()
+                .unwrap(),
+            subject: "volt.events".into(),
+        };
+        let context = connect(&target, Duration::from_secs(1)).await.unwrap();
+        let error = publish(&context, &target, &event(1)).await.unwrap_err();
+        let text = error.last_error("bus");
+        let expected = format!(
+            "sink \"bus\": publishing to subject \"volt.events\" at {} failed: ",
+            origin(&target.url)
+        );
+        assert!(text.starts_with(&expected), "{text}");
+    }
+}
