@@ -39,6 +39,7 @@ pub enum Target {
     Http(HttpTarget),
     Command(CommandTarget),
     Redis(RedisTarget),
+    Amqp(AmqpTarget),
 }
 
 /// `type = "http"`: the event's original body is POSTed to `url`.
@@ -66,6 +67,16 @@ pub struct RedisTarget {
     pub max_len: Option<u64>,
 }
 
+/// `type = "amqp"`: each event is published to a RabbitMQ (AMQP 0-9-1) exchange, persistent,
+/// and counts as delivered once the broker confirms it.
+#[derive(Debug, Clone)]
+pub struct AmqpTarget {
+    pub url: Url,
+    /// `""` is the default exchange, which routes to the queue named by the routing key.
+    pub exchange: String,
+    pub routing_key: String,
+}
+
 /// The words of `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,6 +84,7 @@ pub enum SinkType {
     Http,
     Command,
     Redis,
+    Amqp,
 }
 
 impl SinkType {
@@ -81,6 +93,7 @@ impl SinkType {
             Self::Http => "http",
             Self::Command => "command",
             Self::Redis => "redis",
+            Self::Amqp => "amqp",
         }
     }
 
@@ -92,6 +105,7 @@ impl SinkType {
             Self::Http => 4,
             Self::Command => 1,
             Self::Redis => 256,
+            Self::Amqp => 256,
         }
     }
 
@@ -101,6 +115,7 @@ impl SinkType {
             Self::Http => &["http", "https"],
             Self::Command => &[],
             Self::Redis => &["redis"],
+            Self::Amqp => &["amqp"],
         }
     }
 }
@@ -111,6 +126,7 @@ impl Target {
             Self::Http(_) => SinkType::Http,
             Self::Command(_) => SinkType::Command,
             Self::Redis(_) => SinkType::Redis,
+            Self::Amqp(_) => SinkType::Amqp,
         }
     }
 }
@@ -209,6 +225,10 @@ struct SinkEntry {
         skip_serializing_if = "Option::is_none"
     )]
     max_len: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exchange: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    routing_key: Option<String>,
     #[serde(
         rename = "timeout_secs",
         default = "default_timeout",
@@ -269,10 +289,11 @@ impl SinkEntry {
         const HTTP: &[SinkType] = &[SinkType::Http];
         const COMMAND: &[SinkType] = &[SinkType::Command];
         const REDIS: &[SinkType] = &[SinkType::Redis];
+        const AMQP: &[SinkType] = &[SinkType::Amqp];
         [
             (
                 "url",
-                &[SinkType::Http, SinkType::Redis][..],
+                &[SinkType::Http, SinkType::Redis, SinkType::Amqp][..],
                 self.url.is_some(),
             ),
             ("headers", HTTP, !self.headers.is_empty()),
@@ -281,6 +302,8 @@ impl SinkEntry {
             ("args", COMMAND, !self.args.is_empty()),
             ("stream", REDIS, self.stream.is_some()),
             ("max_len", REDIS, self.max_len.is_some()),
+            ("exchange", AMQP, self.exchange.is_some()),
+            ("routing_key", AMQP, self.routing_key.is_some()),
         ]
         .into_iter()
         .filter(|(_, _, set)| *set)
@@ -358,6 +381,14 @@ impl TryFrom<SinkEntry> for ForwardSettings {
                     })?,
                 max_len: entry.max_len,
             }),
+            SinkType::Amqp => Target::Amqp(AmqpTarget {
+                url: url
+                    .ok_or_else(|| needs("url (e.g. amqp://user:password@127.0.0.1:5672/%2f)"))?,
+                exchange: entry.exchange.unwrap_or_default(),
+                routing_key: entry.routing_key.ok_or_else(|| {
+                    needs("routing_key (with the default exchange, the name of the queue)")
+                })?,
+            }),
         };
         Ok(Self {
             name,
@@ -390,6 +421,8 @@ impl From<ForwardSettings> for SinkEntry {
             args: Vec::new(),
             stream: None,
             max_len: None,
+            exchange: None,
+            routing_key: None,
             timeout: sink.timeout,
             max_concurrency: Some(sink.max_concurrency),
             event_types: sink.filter.event_types,
@@ -413,6 +446,11 @@ impl From<ForwardSettings> for SinkEntry {
                 entry.url = Some(redis.url);
                 entry.stream = Some(redis.stream);
                 entry.max_len = redis.max_len;
+            }
+            Target::Amqp(amqp) => {
+                entry.url = Some(amqp.url);
+                entry.exchange = Some(amqp.exchange);
+                entry.routing_key = Some(amqp.routing_key);
             }
         }
         entry
@@ -574,6 +612,30 @@ mod tests {
     }
 
     #[test]
+    fn an_amqp_sink_is_read_and_shown_without_its_password() {
+        let settings = load(
+            "[[forward]]\nname = \"rabbit\"\ntype = \"amqp\"\n\
+             url = \"amqp://guest:hunter2@127.0.0.1:5672/%2f\"\nrouting_key = \"volt-events\"\n",
+        )
+        .unwrap();
+        let [rabbit] = &settings.forward[..] else {
+            panic!("one sink expected: {:?}", settings.forward);
+        };
+        assert_eq!(rabbit.max_concurrency, 256);
+        let Target::Amqp(amqp) = &rabbit.target else {
+            panic!("an amqp target expected: {rabbit:?}");
+        };
+        assert_eq!(
+            (amqp.exchange.as_str(), amqp.routing_key.as_str()),
+            ("", "volt-events")
+        );
+        let shown = toml::to_string(&SinkEntry::from(rabbit.clone())).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("routing_key = \"volt-events\""), "{shown}");
+        assert!(load(&format!("[[forward]]\n{shown}")).is_ok(), "{shown}");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (forward, expected) in [
             (
@@ -628,12 +690,26 @@ mod tests {
                 "forward[0].max_len: must be greater than zero",
             ),
             (
+                "name = \"a\"\ntype = \"amqp\"\nurl = \"amqp://x/%2f\"\n",
+                "sink \"a\": type = \"amqp\" needs a routing_key (with the default exchange, \
+                 the name of the queue)",
+            ),
+            (
+                "name = \"a\"\ntype = \"amqp\"\nurl = \"redis://x/\"\nrouting_key = \"q\"\n",
+                "sink \"a\": url \"redis://x/\" is not a URL with a host and the scheme amqp; use \
+                 an absolute amqp:// URL",
+            ),
+            (
+                "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\nstream = \"s\"\nexchange = \"e\"\n",
+                "sink \"a\": exchange only applies to type = \"amqp\"",
+            ),
+            (
                 "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nstream = \"s\"\n",
                 "sink \"a\": stream only applies to type = \"redis\"",
             ),
             (
                 "name = \"a\"\ntype = \"command\"\nprogram = \"/bin/true\"\nurl = \"redis://x/\"\n",
-                "sink \"a\": url only applies to type = \"http\" or type = \"redis\"",
+                "sink \"a\": url only applies to type = \"http\" or type = \"redis\" or type = \"amqp\"",
             ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nheaders = { \"a b\" = \"c\" }\n",

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+use super::amqp::{AmqpFailure, Publisher};
 use super::{command, http, redis as redis_stream};
 use crate::config::{ForwardSettings, RedisTarget, Target};
 use crate::error_chain::ErrorChain;
@@ -70,6 +71,15 @@ pub enum DeliveryError {
         #[source]
         source: redis::RedisError,
     },
+    #[error("publish to exchange {exchange:?} with routing key {routing_key:?} at {origin} failed")]
+    Amqp {
+        origin: String,
+        exchange: String,
+        routing_key: String,
+        /// Boxed: the client's errors are large, and every attempt's result carries this.
+        #[source]
+        source: Box<AmqpFailure>,
+    },
     #[error("cannot write the event as JSON")]
     Encode(#[source] serde_json::Error),
     #[error("the event is no longer stored (retention removed it)")]
@@ -95,6 +105,8 @@ pub struct Sink {
     /// Made on the first delivery to a Redis sink, inside the delivery task's runtime, which
     /// runs its reconnections.
     redis: OnceCell<ConnectionManager>,
+    /// Connects on the first delivery to a RabbitMQ sink.
+    amqp: Publisher,
 }
 
 /// The key that names one event to a receiver, the same on every retry and replay of it, so
@@ -109,6 +121,7 @@ impl Sink {
             settings,
             http: OnceCell::new(),
             redis: OnceCell::new(),
+            amqp: Publisher::default(),
         }
     }
 
@@ -128,6 +141,11 @@ impl Sink {
                 Ok(connection) => redis_stream::append(connection, target, event).await,
                 Err(error) => Err(error),
             },
+            Target::Amqp(target) => {
+                self.amqp
+                    .publish(target, self.settings.timeout, event)
+                    .await
+            }
         };
         match result {
             Ok(()) => Attempt::Delivered,
@@ -143,6 +161,28 @@ impl Sink {
         }
         let connection = redis_stream::connect(target, self.settings.timeout)?;
         Ok(self.redis.get_or_init(|| connection).clone())
+    }
+}
+
+/// An inbound text with every metadata field set, for the sinks' tests.
+#[cfg(test)]
+pub(super) fn sample_event(id: i64) -> StoredEvent {
+    use crate::event::{EventFields, Verdict};
+    StoredEvent {
+        id,
+        received_at: chrono::Utc::now(),
+        content_type: Some("application/json".into()),
+        content_encoding: None,
+        remote_addr: None,
+        body: br#"{"payload":{"text":"hi"}}"#.to_vec(),
+        fields: EventFields {
+            event_type: Some("message.received".into()),
+            direction: Some("inbound".into()),
+            from: Some("+15555550100".into()),
+            to: Some("+15555550199".into()),
+            ..EventFields::default()
+        },
+        signature: Verdict::Unchecked,
     }
 }
 

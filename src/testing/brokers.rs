@@ -25,24 +25,28 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Broker {
     Redis,
+    RabbitMq,
 }
 
 impl Broker {
     fn name(self) -> &'static str {
         match self {
             Self::Redis => "Redis",
+            Self::RabbitMq => "RabbitMQ",
         }
     }
 
     fn variable(self) -> &'static str {
         match self {
             Self::Redis => "VOLTD_TEST_REDIS_URL",
+            Self::RabbitMq => "VOLTD_TEST_AMQP_URL",
         }
     }
 
     fn default_url(self) -> &'static str {
         match self {
             Self::Redis => "redis://127.0.0.1:6379/0",
+            Self::RabbitMq => "amqp://guest:guest@127.0.0.1:5672/%2f",
         }
     }
 
@@ -56,7 +60,7 @@ impl Broker {
 
 /// Whether this test binary runs the tests of `broker`, decided once by the rule above.
 pub fn should_run(broker: Broker) -> bool {
-    static DECISIONS: [OnceLock<Result<bool, String>>; 1] = [OnceLock::new()];
+    static DECISIONS: [OnceLock<Result<bool, String>>; 2] = [OnceLock::new(), OnceLock::new()];
     let index = broker as usize;
     match DECISIONS[index].get_or_init(|| decide(broker)) {
         Ok(run) => *run,
