@@ -40,6 +40,7 @@ pub enum Target {
     Command(CommandTarget),
     Redis(RedisTarget),
     Nats(NatsTarget),
+    Amqp(AmqpTarget),
 }
 
 /// `type = "http"`: the event's original body is POSTed to `url`.
@@ -74,6 +75,16 @@ pub struct NatsTarget {
     pub subject: String,
 }
 
+/// `type = "amqp"`: each event is published to a RabbitMQ (AMQP 0-9-1) exchange, persistent,
+/// and counts as delivered once the broker confirms it.
+#[derive(Debug, Clone)]
+pub struct AmqpTarget {
+    pub url: Url,
+    /// `""` is the default exchange, which routes to the queue named by the routing key.
+    pub exchange: String,
+    pub routing_key: String,
+}
+
 /// The words of `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,6 +93,7 @@ pub enum SinkType {
     Command,
     Redis,
     Nats,
+    Amqp,
 }
 
 impl SinkType {
@@ -91,6 +103,7 @@ impl SinkType {
             Self::Command => "command",
             Self::Redis => "redis",
             Self::Nats => "nats",
+            Self::Amqp => "amqp",
         }
     }
 
@@ -103,6 +116,7 @@ impl SinkType {
             Self::Command => 1,
             Self::Redis => 256,
             Self::Nats => 256,
+            Self::Amqp => 256,
         }
     }
 
@@ -113,6 +127,7 @@ impl SinkType {
             Self::Command => &[],
             Self::Redis => &["redis"],
             Self::Nats => &["nats"],
+            Self::Amqp => &["amqp"],
         }
     }
 }
@@ -124,6 +139,7 @@ impl Target {
             Self::Command(_) => SinkType::Command,
             Self::Redis(_) => SinkType::Redis,
             Self::Nats(_) => SinkType::Nats,
+            Self::Amqp(_) => SinkType::Amqp,
         }
     }
 }
@@ -224,6 +240,9 @@ struct SinkEntry {
     max_len: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     subject: Option<String>,
+    exchange: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    routing_key: Option<String>,
     #[serde(
         rename = "timeout_secs",
         default = "default_timeout",
@@ -285,10 +304,16 @@ impl SinkEntry {
         const COMMAND: &[SinkType] = &[SinkType::Command];
         const REDIS: &[SinkType] = &[SinkType::Redis];
         const NATS: &[SinkType] = &[SinkType::Nats];
+        const AMQP: &[SinkType] = &[SinkType::Amqp];
         [
             (
                 "url",
-                &[SinkType::Http, SinkType::Redis, SinkType::Nats][..],
+                &[
+                    SinkType::Http,
+                    SinkType::Redis,
+                    SinkType::Nats,
+                    SinkType::Amqp,
+                ][..],
                 self.url.is_some(),
             ),
             ("headers", HTTP, !self.headers.is_empty()),
@@ -298,6 +323,8 @@ impl SinkEntry {
             ("stream", REDIS, self.stream.is_some()),
             ("max_len", REDIS, self.max_len.is_some()),
             ("subject", NATS, self.subject.is_some()),
+            ("exchange", AMQP, self.exchange.is_some()),
+            ("routing_key", AMQP, self.routing_key.is_some()),
         ]
         .into_iter()
         .filter(|(_, _, set)| *set)
@@ -384,6 +411,14 @@ impl TryFrom<SinkEntry> for ForwardSettings {
                         needs("subject (one that a JetStream stream captures, e.g. volt.events)")
                     })?,
             }),
+            SinkType::Amqp => Target::Amqp(AmqpTarget {
+                url: url
+                    .ok_or_else(|| needs("url (e.g. amqp://user:password@127.0.0.1:5672/%2f)"))?,
+                exchange: entry.exchange.unwrap_or_default(),
+                routing_key: entry.routing_key.ok_or_else(|| {
+                    needs("routing_key (with the default exchange, the name of the queue)")
+                })?,
+            }),
         };
         Ok(Self {
             name,
@@ -417,6 +452,8 @@ impl From<ForwardSettings> for SinkEntry {
             stream: None,
             max_len: None,
             subject: None,
+            exchange: None,
+            routing_key: None,
             timeout: sink.timeout,
             max_concurrency: Some(sink.max_concurrency),
             event_types: sink.filter.event_types,
@@ -444,6 +481,11 @@ impl From<ForwardSettings> for SinkEntry {
             Target::Nats(nats) => {
                 entry.url = Some(nats.url);
                 entry.subject = Some(nats.subject);
+            }
+            Target::Amqp(amqp) => {
+                entry.url = Some(amqp.url);
+                entry.exchange = Some(amqp.exchange);
+                entry.routing_key = Some(amqp.routing_key);
             }
         }
         entry
@@ -644,6 +686,30 @@ mod tests {
     }
 
     #[test]
+    fn an_amqp_sink_is_read_and_shown_without_its_password() {
+        let settings = load(
+            "[[forward]]\nname = \"rabbit\"\ntype = \"amqp\"\n\
+             url = \"amqp://guest:hunter2@127.0.0.1:5672/%2f\"\nrouting_key = \"volt-events\"\n",
+        )
+        .unwrap();
+        let [rabbit] = &settings.forward[..] else {
+            panic!("one sink expected: {:?}", settings.forward);
+        };
+        assert_eq!(rabbit.max_concurrency, 256);
+        let Target::Amqp(amqp) = &rabbit.target else {
+            panic!("an amqp target expected: {rabbit:?}");
+        };
+        assert_eq!(
+            (amqp.exchange.as_str(), amqp.routing_key.as_str()),
+            ("", "volt-events")
+        );
+        let shown = toml::to_string(&SinkEntry::from(rabbit.clone())).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("routing_key = \"volt-events\""), "{shown}");
+        assert!(load(&format!("[[forward]]\n{shown}")).is_ok(), "{shown}");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (forward, expected) in [
             (
@@ -698,12 +764,27 @@ mod tests {
                 "forward[0].max_len: must be greater than zero",
             ),
             (
+                "name = \"a\"\ntype = \"amqp\"\nurl = \"amqp://x/%2f\"\n",
+                "sink \"a\": type = \"amqp\" needs a routing_key (with the default exchange, \
+                 the name of the queue)",
+            ),
+            (
+                "name = \"a\"\ntype = \"amqp\"\nurl = \"redis://x/\"\nrouting_key = \"q\"\n",
+                "sink \"a\": url \"redis://x/\" is not a URL with a host and the scheme amqp; use \
+                 an absolute amqp:// URL",
+            ),
+            (
+                "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\nstream = \"s\"\nexchange = \"e\"\n",
+                "sink \"a\": exchange only applies to type = \"amqp\"",
+            ),
+            (
                 "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nstream = \"s\"\n",
                 "sink \"a\": stream only applies to type = \"redis\"",
             ),
             (
                 "name = \"a\"\ntype = \"command\"\nprogram = \"/bin/true\"\nurl = \"redis://x/\"\n",
-                "sink \"a\": url only applies to type = \"http\" or type = \"redis\" or type = \"nats\"",
+                "sink \"a\": url only applies to type = \"http\" or type = \"redis\" or type = \"nats\" \
+                 or type = \"amqp\"",
             ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nheaders = { \"a b\" = \"c\" }\n",

@@ -7,6 +7,7 @@
 //! survive restarts. Of several instances sharing a PostgreSQL store, only the one holding
 //! the forwarding role runs the task.
 
+mod amqp;
 mod command;
 mod http;
 mod nats;

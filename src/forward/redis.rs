@@ -81,27 +81,8 @@ fn xadd(target: &RedisTarget, event: &StoredEvent) -> redis::Cmd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventFields, Verdict};
+    use crate::forward::sink::sample_event as event;
     use crate::testing::brokers::{Broker, TestStream};
-
-    fn event(id: i64) -> StoredEvent {
-        StoredEvent {
-            id,
-            received_at: chrono::Utc::now(),
-            content_type: Some("application/json".into()),
-            content_encoding: None,
-            remote_addr: None,
-            body: br#"{"payload":{"text":"hi"}}"#.to_vec(),
-            fields: EventFields {
-                event_type: Some("message.received".into()),
-                direction: Some("inbound".into()),
-                from: Some("+15555550100".into()),
-                to: Some("+15555550199".into()),
-                ..EventFields::default()
-            },
-            signature: Verdict::Unchecked,
-        }
-    }
 
     #[actix_web::test]
     async fn each_event_is_one_entry_with_its_body_and_metadata() {

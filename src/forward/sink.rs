@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+use super::amqp::{AmqpFailure, Publisher};
 use super::{command, http, nats, redis as redis_stream};
 use crate::config::{ForwardSettings, NatsTarget, RedisTarget, Target};
 use crate::error_chain::ErrorChain;
@@ -82,6 +83,15 @@ pub enum DeliveryError {
          --subjects {subject}`) or correct the sink's subject"
     )]
     NoStream { subject: String },
+    #[error("publish to exchange {exchange:?} with routing key {routing_key:?} at {origin} failed")]
+    Amqp {
+        origin: String,
+        exchange: String,
+        routing_key: String,
+        /// Boxed: the client's errors are large, and every attempt's result carries this.
+        #[source]
+        source: Box<AmqpFailure>,
+    },
     #[error("cannot write the event as JSON")]
     Encode(#[source] serde_json::Error),
     #[error("the event is no longer stored (retention removed it)")]
@@ -109,6 +119,8 @@ pub struct Sink {
     redis: OnceCell<ConnectionManager>,
     /// Made on the first delivery to a NATS sink, like `redis`.
     nats: tokio::sync::OnceCell<async_nats::jetstream::Context>,
+    /// Connects on the first delivery to a RabbitMQ sink.
+    amqp: Publisher,
 }
 
 /// The key that names one event to a receiver, the same on every retry and replay of it, so
@@ -124,6 +136,7 @@ impl Sink {
             http: OnceCell::new(),
             redis: OnceCell::new(),
             nats: tokio::sync::OnceCell::new(),
+            amqp: Publisher::default(),
         }
     }
 
@@ -147,6 +160,11 @@ impl Sink {
                 Ok(context) => nats::publish(context, target, event).await,
                 Err(error) => Err(error),
             },
+            Target::Amqp(target) => {
+                self.amqp
+                    .publish(target, self.settings.timeout, event)
+                    .await
+            }
         };
         match result {
             Ok(()) => Attempt::Delivered,
@@ -173,6 +191,28 @@ impl Sink {
         self.nats
             .get_or_try_init(|| nats::connect(target, self.settings.timeout))
             .await
+    }
+}
+
+/// An inbound text with every metadata field set, for the sinks' tests.
+#[cfg(test)]
+pub(super) fn sample_event(id: i64) -> StoredEvent {
+    use crate::event::{EventFields, Verdict};
+    StoredEvent {
+        id,
+        received_at: chrono::Utc::now(),
+        content_type: Some("application/json".into()),
+        content_encoding: None,
+        remote_addr: None,
+        body: br#"{"payload":{"text":"hi"}}"#.to_vec(),
+        fields: EventFields {
+            event_type: Some("message.received".into()),
+            direction: Some("inbound".into()),
+            from: Some("+15555550100".into()),
+            to: Some("+15555550199".into()),
+            ..EventFields::default()
+        },
+        signature: Verdict::Unchecked,
     }
 }
 

@@ -26,6 +26,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum Broker {
     Redis,
     Nats,
+    RabbitMq,
 }
 
 impl Broker {
@@ -33,6 +34,7 @@ impl Broker {
         match self {
             Self::Redis => "Redis",
             Self::Nats => "NATS",
+            Self::RabbitMq => "RabbitMQ",
         }
     }
 
@@ -40,6 +42,7 @@ impl Broker {
         match self {
             Self::Redis => "VOLTD_TEST_REDIS_URL",
             Self::Nats => "VOLTD_TEST_NATS_URL",
+            Self::RabbitMq => "VOLTD_TEST_AMQP_URL",
         }
     }
 
@@ -47,6 +50,7 @@ impl Broker {
         match self {
             Self::Redis => "redis://127.0.0.1:6379/0",
             Self::Nats => "nats://127.0.0.1:4222",
+            Self::RabbitMq => "amqp://guest:guest@127.0.0.1:5672/%2f",
         }
     }
 
@@ -60,7 +64,8 @@ impl Broker {
 
 /// Whether this test binary runs the tests of `broker`, decided once by the rule above.
 pub fn should_run(broker: Broker) -> bool {
-    static DECISIONS: [OnceLock<Result<bool, String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    static DECISIONS: [OnceLock<Result<bool, String>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let index = broker as usize;
     match DECISIONS[index].get_or_init(|| decide(broker)) {
         Ok(run) => *run,

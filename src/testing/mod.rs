@@ -9,6 +9,7 @@
 //! give the unit tests a second copy of voltd's types; and a copy for each kind of test,
 //! which is how two schema helpers with two skip rules came about.
 
+pub mod amqp;
 pub mod brokers;
 pub mod browser;
 pub mod encoding;

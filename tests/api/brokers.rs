@@ -1,6 +1,7 @@
 //! Forwarding to message brokers, against the real servers: what arrives, and a broker that
 //! is down for a while and then back.
 
+use voltd::testing::amqp::TestQueue;
 use voltd::testing::brokers::{Broker, Entry, PrivateRedis, TestStream};
 use voltd::testing::nats::{PrivateNats, TestNatsStream};
 
@@ -236,4 +237,54 @@ async fn a_nats_server_that_was_down_receives_every_event_once_it_is_back() {
     .await;
     app.stop().await.unwrap();
     stream.delete().await;
+}
+
+fn amqp_sink(name: &str, queue: &TestQueue, routing_key: &str) -> String {
+    format!(
+        "name = {name:?}\ntype = \"amqp\"\nurl = \"{}\"\nrouting_key = {routing_key:?}\n\
+         backoff_initial_ms = 50\nbackoff_max_secs = 1\n",
+        queue.url()
+    )
+}
+
+#[actix_web::test]
+async fn events_reach_a_rabbitmq_queue_and_an_unroutable_key_is_a_failed_attempt() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    voltd::skip_unless_broker!(Broker::RabbitMq);
+    let queue = TestQueue::declare().await;
+    let unroutable = format!("{}-nobody", queue.name());
+    let config = TestConfig::new()
+        .extra_toml("[[forward]]", &amqp_sink("rabbit", &queue, queue.name()))
+        .extra_toml("[[forward]]", &amqp_sink("lost", &queue, &unroutable));
+    let app = TestApp::spawn(config).await;
+    let body = event_body("message.received", "amqp-1", "Hello rabbit");
+    let (_, id) = app.post_event(body.clone()).await.outcome();
+
+    let message = poll_until("a message in the test queue", || queue.take()).await;
+    assert_eq!(message.data, body.as_bytes());
+    let key = format!("voltd_evt_{id}");
+    assert_eq!(
+        message.properties.message_id().as_ref().map(|k| k.as_str()),
+        Some(key.as_str())
+    );
+    let headers = message.properties.headers().clone().expect("headers");
+    assert!(headers.inner().contains_key("event_type"), "{headers:?}");
+    let failed = poll_until("the delivered and the failed delivery recorded", || async {
+        let all = deliveries(&app.store).await;
+        let delivered = all
+            .iter()
+            .any(|d| d.sink == "rabbit" && d.status == "delivered");
+        let failed = all
+            .into_iter()
+            .find(|d| d.sink == "lost" && d.status == "pending" && d.attempts >= 1);
+        failed.filter(|_| delivered)
+    })
+    .await;
+    let error = failed.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&format!("routing key {unroutable:?}")) && error.contains("unroutable"),
+        "{error}"
+    );
+    app.stop().await.unwrap();
+    queue.delete().await;
 }
