@@ -90,27 +90,16 @@ fn headers(event: &StoredEvent) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventFields, Verdict};
+    use crate::forward::sink::sample_event;
     use crate::testing::brokers::Broker;
     use crate::testing::nats::TestNatsStream;
 
+    /// The sinks' sample event, its `to` number carrying a line break that must not become
+    /// a header of its own.
     fn event(id: i64) -> StoredEvent {
-        StoredEvent {
-            id,
-            received_at: chrono::Utc::now(),
-            content_type: Some("application/json".into()),
-            content_encoding: None,
-            remote_addr: None,
-            body: br#"{"payload":{"text":"hi"}}"#.to_vec(),
-            fields: EventFields {
-                event_type: Some("message.received".into()),
-                direction: Some("inbound".into()),
-                from: Some("+15555550100".into()),
-                to: Some("+15555550199\r\nX-Injected: 1".into()),
-                ..EventFields::default()
-            },
-            signature: Verdict::Unchecked,
-        }
+        let mut event = sample_event(id);
+        event.fields.to = Some("+15555550199\r\nX-Injected: 1".into());
+        event
     }
 
     #[actix_web::test]

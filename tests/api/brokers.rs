@@ -25,6 +25,23 @@ async fn wait_for_entries(stream: &TestStream, count: usize) -> Vec<Entry> {
     .await
 }
 
+/// Posts `count` events while the sink's broker is down, adding their ids to `ids`, and waits
+/// for a failed attempt: returns its error.
+async fn post_while_down(app: &TestApp, count: usize, ids: &mut Vec<i64>) -> String {
+    for n in 0..count {
+        let body = event_body("message.received", &format!("down-{n}"), "while down");
+        ids.push(app.post_event(body).await.outcome().1);
+    }
+    let failed = poll_until("a failed attempt while the broker is down", || async {
+        deliveries(&app.store)
+            .await
+            .into_iter()
+            .find(|d| d.status == "pending" && d.attempts >= 1)
+    })
+    .await;
+    failed.last_error.unwrap_or_default()
+}
+
 fn field(entry: &Entry, name: &str) -> String {
     String::from_utf8_lossy(&entry.1[name]).into_owned()
 }
@@ -83,18 +100,7 @@ async fn a_redis_server_that_was_down_receives_every_event_once_it_is_back() {
 
     redis.stop();
     let mut ids = vec![first];
-    for n in 0..20 {
-        let body = event_body("message.received", &format!("down-{n}"), "while down");
-        ids.push(app.post_event(body).await.outcome().1);
-    }
-    let failed = poll_until("a failed attempt while Redis is down", || async {
-        deliveries(&app.store)
-            .await
-            .into_iter()
-            .find(|d| d.status == "pending" && d.attempts >= 1)
-    })
-    .await;
-    let error = failed.last_error.unwrap_or_default();
+    let error = post_while_down(&app, 20, &mut ids).await;
     assert!(
         error.contains("sink \"bus\": XADD to stream")
             && error.contains(&redis.url().port().unwrap().to_string()),
@@ -202,18 +208,7 @@ async fn a_nats_server_that_was_down_receives_every_event_once_it_is_back() {
 
     nats.stop();
     let mut ids = vec![first];
-    for n in 0..10 {
-        let body = event_body("message.received", &format!("down-{n}"), "while down");
-        ids.push(app.post_event(body).await.outcome().1);
-    }
-    let failed = poll_until("a failed attempt while NATS is down", || async {
-        deliveries(&app.store)
-            .await
-            .into_iter()
-            .find(|d| d.status == "pending" && d.attempts >= 1)
-    })
-    .await;
-    let error = failed.last_error.unwrap_or_default();
+    let error = post_while_down(&app, 10, &mut ids).await;
     assert!(
         error.contains("sink \"bus\": publishing to subject")
             && error.contains(&nats.url().port().unwrap().to_string()),
