@@ -1,8 +1,10 @@
 //! The request body: read whole within the size limit and the read deadline, then decoded
 //! from its `Content-Encoding`, the decoded size bounded by the same limit.
 
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{HttpRequest, web};
+use futures_util::StreamExt as _;
 
 use super::decode::{self, Coding, DecodeError};
 use super::{LOGGED_PATH_CHARS, ReceiveError, Receiver};
@@ -38,15 +40,14 @@ pub(super) fn content_codings(
 /// The body as sent, then decoded: `max_body_bytes` bounds both what arrives and what it
 /// decodes to.
 pub(super) fn decoded(
-    body: web::Bytes,
+    body: Vec<u8>,
     codings: &[Coding],
     receiver: &Receiver,
 ) -> Result<Vec<u8>, ReceiveError> {
     if codings.is_empty() {
-        // Without a copy when the body is a buffer of its own.
-        return Ok(Vec::from(body));
+        return Ok(body);
     }
-    decode::decode(Vec::from(body), codings, receiver.max_body_bytes).map_err(|error| match error {
+    decode::decode(body, codings, receiver.max_body_bytes).map_err(|error| match error {
         DecodeError::TooLarge => receiver.refuse(
             ReceiveError::TooLarge,
             Rejection::size,
@@ -65,34 +66,59 @@ pub(super) async fn read(
     request: &HttpRequest,
     payload: web::Payload,
     receiver: &Receiver,
-) -> Result<web::Bytes, ReceiveError> {
+) -> Result<Vec<u8>, ReceiveError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let limit = receiver.max_body_bytes;
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(receiver.refuse(
+    let too_large = || {
+        receiver.refuse(
             ReceiveError::TooLarge,
             Rejection::size,
             "body over max_body_bytes",
-        ));
+        )
+    };
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
     }
-    match tokio::time::timeout(receiver.body_timeout, payload.to_bytes_limited(limit)).await {
-        Ok(Ok(Ok(body))) => Ok(body),
-        Ok(Ok(Err(e))) => {
+    let capacity = declared.map_or(UNDECLARED_INITIAL_BYTES, |length| length as usize);
+    match tokio::time::timeout(receiver.body_timeout, collect(payload, capacity, limit)).await {
+        Ok(Ok(Some(body))) => Ok(body),
+        Ok(Ok(None)) => Err(too_large()),
+        Ok(Err(e)) => {
             Err(receiver.refuse(ReceiveError::BadBody, Rejection::client, &e.to_string()))
         }
-        Ok(Err(_)) => Err(receiver.refuse(
-            ReceiveError::TooLarge,
-            Rejection::size,
-            "body over max_body_bytes",
-        )),
         Err(_) => Err(receiver.refuse(
             ReceiveError::Timeout,
             Rejection::timeout,
             "body read timed out",
         )),
     }
+}
+
+/// A body without `Content-Length` (chunked) starts in a buffer this size, which grows.
+const UNDECLARED_INITIAL_BYTES: usize = 4096;
+
+/// The payload's bytes in one buffer of `capacity` to start with; `None` once they pass
+/// `limit`.
+///
+/// actix-web's `to_bytes_limited` would reserve 32 KiB for every body, whatever its
+/// declared length: 100 MB for 3,000 slow senders, and that much kept with each event
+/// queued for the writer.
+async fn collect(
+    mut payload: web::Payload,
+    capacity: usize,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, PayloadError> {
+    let mut body = Vec::with_capacity(capacity);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
