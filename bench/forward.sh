@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Forwarding benchmark: a burst of events posted as fast as a release voltd takes them, with
-# no sink and then with a Redis stream sink attached; how fast they are stored, how fast they
-# reach the stream, and how long the stream lags behind once posting stops.
+# no sink and then with a broker sink attached; how fast they are stored, how fast they reach
+# the broker, and how long the broker lags behind once posting stops.
 #
 #   bench/forward.sh                              # 3 runs of 100,000 events, 64 connections
 #   BENCH_EVENTS=20000 BENCH_RUNS=1 bench/forward.sh
+#   BENCH_SINKS="none nats" bench/forward.sh      # a JetStream sink instead of Redis
 #   BENCH_STORE=postgres bench/forward.sh         # the same on PostgreSQL (BENCH_POSTGRES_URL)
 #   BENCH_VOLTD=/tmp/voltd-before bench/forward.sh   # run that voltd instead of building one
 #
-# Needs redis-server answering at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0) and
-# redis-cli. Each run starts voltd on a fresh database and uses a stream of its own, deleted
-# afterwards. Prints a markdown table of medians; exits non-zero when a run stores fewer
-# events than were acknowledged or the stream never receives them all.
+# BENCH_SINKS (default "none redis") lists the kinds to run, in turn within each run:
+#   none   no sink: the ingest baseline
+#   redis  a Redis stream; needs Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/0)
+#          and redis-cli, which counts the entries (XLEN)
+#   nats   a JetStream stream (file storage) capturing voltd.bench.<pid>.<run>; needs
+#          nats-server -js at BENCH_NATS_URL (default nats://127.0.0.1:4222). bench/'s own
+#          `jetstream` helper creates, counts and deletes it: no `nats` CLI is needed
+# Each run starts voltd on a fresh database and uses a stream of its own, created before and
+# deleted afterwards. Prints a markdown table of medians; exits non-zero when a run stores
+# fewer events than were acknowledged or the stream never receives them all.
 set -euo pipefail
 
 events=${BENCH_EVENTS:-100000}
@@ -20,18 +27,24 @@ connections=${BENCH_CONNECTIONS:-64}
 sinks=${BENCH_SINKS:-none redis}
 store=${BENCH_STORE:-sqlite}
 redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/0}
+nats_url=${BENCH_NATS_URL:-nats://127.0.0.1:4222}
 # How long the stream may lag behind before the run counts as failed.
 drain_limit=${BENCH_DRAIN_LIMIT:-120}
 postgres_url=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
 case "$store" in sqlite | postgres) ;; *) echo "BENCH_STORE must be sqlite or postgres" >&2; exit 2 ;; esac
+for kind in $sinks; do
+    case "$kind" in none | redis | nats) ;; *) echo "BENCH_SINKS takes none, redis and nats, not $kind" >&2; exit 2 ;; esac
+done
 if [ -n "${BENCH_VOLTD:-}" ]; then
     voltd_bin=$(realpath -e "$BENCH_VOLTD" 2>/dev/null) && [ -x "$voltd_bin" ] ||
         { echo "BENCH_VOLTD must name an executable voltd binary; $BENCH_VOLTD is not one" >&2; exit 2; }
 fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-command -v redis-cli >/dev/null || { echo "bench: needs redis-cli (Debian package redis-tools)" >&2; exit 2; }
-redis-cli -u "$redis_url" PING >/dev/null || { echo "bench: Redis does not answer at $redis_url" >&2; exit 2; }
+case " $sinks " in *" redis "*)
+    command -v redis-cli >/dev/null || { echo "bench: needs redis-cli (Debian package redis-tools)" >&2; exit 2; }
+    redis-cli -u "$redis_url" PING >/dev/null || { echo "bench: Redis does not answer at $redis_url" >&2; exit 2; }
+esac
 
 echo "Building (release)..." >&2
 if [ -z "${BENCH_VOLTD:-}" ]; then
@@ -41,11 +54,14 @@ fi
 cargo build --release --locked --manifest-path bench/Cargo.toml \
     --target-dir "$root/bench/target" >&2
 loadgen=$root/bench/target/release/loadgen
+jetstream=$root/bench/target/release/jetstream
 echo "Benchmarking $voltd_bin: $events events per run, $connections connections, $runs run(s)" >&2
 
 work=$(mktemp -d)
 voltd_pid=""
+# The run's stream and its kind (redis or nats), deleted when the run ends.
 stream=""
+stream_kind=""
 schema=""
 stop_run() {
     if [ -n "$voltd_pid" ]; then
@@ -54,7 +70,11 @@ stop_run() {
         voltd_pid=""
     fi
     if [ -n "$stream" ]; then
-        redis-cli -u "$redis_url" DEL "$stream" >/dev/null || true
+        if [ "$stream_kind" = nats ]; then
+            "$jetstream" delete "$nats_url" "$stream" || true
+        else
+            redis-cli -u "$redis_url" DEL "$stream" >/dev/null || true
+        fi
         stream=""
     fi
     if [ -n "$schema" ]; then
@@ -84,7 +104,16 @@ count_rows() {
     fi
 }
 
-# One run with sink kind $1 (none or redis), number $2; results in $work/<kind>-<run>.
+# How many events the run's stream holds.
+stream_length() {
+    if [ "$stream_kind" = nats ]; then
+        "$jetstream" count "$nats_url" "$stream"
+    else
+        redis-cli -u "$redis_url" XLEN "$stream"
+    fi
+}
+
+# One run with sink kind $1 (none, redis or nats), number $2; results in $work/<kind>-<run>.
 run_once() {
     local kind=$1 run=$2 dir="$work/$1-$2" out="$work/$1-$2.out" storage_url path addr
     mkdir -p "$dir"
@@ -112,7 +141,7 @@ url = "$storage_url"
 enabled = false
 EOF
     if [ "$kind" = redis ]; then
-        stream="voltd-bench:$$:$run"
+        stream="voltd-bench:$$:$run" stream_kind=redis
         cat >>"$dir/volt.toml" <<EOF
 
 [[forward]]
@@ -120,6 +149,19 @@ name = "bus"
 type = "redis"
 url = "$redis_url"
 stream = "$stream"
+EOF
+    elif [ "$kind" = nats ]; then
+        local subject="voltd.bench.$$.$run"
+        "$jetstream" create "$nats_url" "VOLTD_BENCH_$$_$run" "$subject" ||
+            die "cannot create a JetStream stream at $nats_url (is nats-server running with -js?)"
+        stream="VOLTD_BENCH_$$_$run" stream_kind=nats
+        cat >>"$dir/volt.toml" <<EOF
+
+[[forward]]
+name = "bus"
+type = "nats"
+url = "$nats_url"
+subject = "$subject"
 EOF
     fi
     "$voltd_bin" --config "$dir/volt.toml" run 2>"$dir/voltd.log" &
@@ -143,11 +185,11 @@ EOF
     rows=$(count_rows "$kind-$run")
     [ "$acked" = "$events" ] || die "$kind run $run: $acked of $events events acknowledged (see $out)"
     [ "$rows" = "$acked" ] || die "$kind run $run: $rows rows stored, $acked acknowledged"
-    if [ "$kind" = redis ]; then
+    if [ "$kind" != none ]; then
         local deadline entries
         deadline=$(awk -v t="$ingested" -v l="$drain_limit" 'BEGIN {printf "%.3f", t + l}')
         while :; do
-            entries=$(redis-cli -u "$redis_url" XLEN "$stream")
+            entries=$(stream_length) || die "$kind run $run: cannot count the events in $stream"
             if [ "$entries" -ge "$events" ]; then drained=$(now); break; fi
             awk -v t="$(now)" -v d="$deadline" 'BEGIN {exit !(t > d)}' &&
                 die "$kind run $run: $entries of $events events in the stream after ${drain_limit} s"
@@ -176,7 +218,7 @@ echo
 echo "| sink | ingest events/s | forwarded events/s | lag after ingest stops (s) |"
 echo "|---|---:|---:|---:|"
 for kind in $sinks; do
-    if [ "$kind" = redis ]; then
+    if [ "$kind" != none ]; then
         printf '| %s | %s | %s | %s |\n' "$kind" "$(over_runs "$kind" ok_per_sec)" \
             "$(over_runs "$kind" forwarded_per_sec)" "$(over_runs "$kind" lag_s)"
     else

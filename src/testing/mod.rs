@@ -1,6 +1,6 @@
 //! Test support shared by the unit tests and the integration tests: which backends are
-//! tested here, a PostgreSQL schema per test, whether the brokers and a browser are there,
-//! one RSA key for signing, and compressed bodies.
+//! tested here, a PostgreSQL schema per test, whether the brokers and a browser are there, a
+//! proxy that cuts a sink off from its broker, one RSA key for signing, and compressed bodies.
 //!
 //! Integration tests see only the public API, so this lives in the library, compiled for the
 //! unit tests (`cfg(test)`) and for the integration tests through the `testing` feature,
@@ -15,6 +15,7 @@ pub mod browser;
 pub mod encoding;
 pub mod nats;
 pub mod postgres;
+pub mod proxy;
 
 use std::sync::OnceLock;
 

@@ -1,11 +1,18 @@
 //! Forwarding to message brokers, against the real servers: what arrives, and a broker that
-//! is down for a while and then back.
+//! is down (or, for RabbitMQ, cut off by a proxy) for a while and then back.
 
+use std::cell::RefCell;
+
+use lapin::message::Delivery;
+use lapin::types::AMQPValue;
+use url::Url;
+use voltd::config::origin;
 use voltd::testing::amqp::TestQueue;
 use voltd::testing::brokers::{Broker, Entry, PrivateRedis, TestStream};
 use voltd::testing::nats::{PrivateNats, TestNatsStream};
+use voltd::testing::proxy::TcpProxy;
 
-use crate::forwarding::deliveries;
+use crate::forwarding::{deliveries, wait_for_delivery};
 use crate::helpers::{TestApp, TestConfig, event_body, poll_until};
 
 fn redis_sink(name: &str, stream: &TestStream) -> String {
@@ -234,12 +241,26 @@ async fn a_nats_server_that_was_down_receives_every_event_once_it_is_back() {
     stream.delete().await;
 }
 
-fn amqp_sink(name: &str, queue: &TestQueue, routing_key: &str) -> String {
+fn amqp_sink(name: &str, url: &Url, routing_key: &str) -> String {
     format!(
-        "name = {name:?}\ntype = \"amqp\"\nurl = \"{}\"\nrouting_key = {routing_key:?}\n\
-         backoff_initial_ms = 50\nbackoff_max_secs = 1\n",
-        queue.url()
+        "name = {name:?}\ntype = \"amqp\"\nurl = \"{url}\"\nrouting_key = {routing_key:?}\n\
+         backoff_initial_ms = 50\nbackoff_max_secs = 1\n"
     )
+}
+
+/// The event id a message carries, checked against its `message_id`.
+fn event_id(message: &Delivery) -> i64 {
+    let headers = message.properties.headers().clone().expect("headers");
+    let Some(AMQPValue::LongLongInt(id)) = headers.inner().get("id").cloned() else {
+        panic!("no 64-bit id header: {headers:?}");
+    };
+    let key = message
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|k| k.to_string());
+    assert_eq!(key, Some(format!("voltd_evt_{id}")));
+    id
 }
 
 #[actix_web::test]
@@ -247,10 +268,10 @@ async fn events_reach_a_rabbitmq_queue_and_an_unroutable_key_is_a_failed_attempt
     voltd::skip_unless_available!(crate::BACKEND);
     voltd::skip_unless_broker!(Broker::RabbitMq);
     let queue = TestQueue::declare().await;
-    let unroutable = format!("{}-nobody", queue.name());
+    let (url, unroutable) = (queue.url(), format!("{}-nobody", queue.name()));
     let config = TestConfig::new()
-        .extra_toml("[[forward]]", &amqp_sink("rabbit", &queue, queue.name()))
-        .extra_toml("[[forward]]", &amqp_sink("lost", &queue, &unroutable));
+        .extra_toml("[[forward]]", &amqp_sink("rabbit", url, queue.name()))
+        .extra_toml("[[forward]]", &amqp_sink("lost", url, &unroutable));
     let app = TestApp::spawn(config).await;
     let body = event_body("message.received", "amqp-1", "Hello rabbit");
     let (_, id) = app.post_event(body.clone()).await.outcome();
@@ -280,6 +301,64 @@ async fn events_reach_a_rabbitmq_queue_and_an_unroutable_key_is_a_failed_attempt
         error.contains(&format!("routing key {unroutable:?}")) && error.contains("unroutable"),
         "{error}"
     );
+    app.stop().await.unwrap();
+    queue.delete().await;
+}
+
+#[actix_web::test]
+async fn a_rabbitmq_broker_that_was_cut_off_receives_every_event_once_it_is_back() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    voltd::skip_unless_broker!(Broker::RabbitMq);
+    // The queue is read over the test's own connection, which the proxy does not carry.
+    let queue = TestQueue::declare().await;
+    let proxy = TcpProxy::start(queue.url());
+    let url = proxy.url_for(queue.url());
+    let sink = amqp_sink("rabbit", &url, queue.name()) + "timeout_secs = 2\n";
+    let app = TestApp::spawn(TestConfig::new().extra_toml("[[forward]]", &sink)).await;
+    let (_, first) = app
+        .post_event(event_body("message.received", "up-1", "before"))
+        .await
+        .outcome();
+    let message = poll_until("the first message", || queue.take()).await;
+    assert_eq!(event_id(&message), first);
+    // Cut before its confirmation arrived, the first event would be sent again.
+    wait_for_delivery(&app.store, "the first delivery recorded", |d| {
+        d.status == "delivered"
+    })
+    .await;
+
+    proxy.take_down().await;
+    let mut ids = vec![first];
+    let error = post_while_down(&app, 10, &mut ids).await;
+    // The connection's own failure (lapin's "IO error: ..."), or, for the attempts made while
+    // the sink waits to connect again, that wait.
+    let cause = error
+        .strip_prefix(&format!(
+            "sink \"rabbit\": publish to exchange \"\" with routing key {:?} at {} failed: ",
+            queue.name(),
+            origin(&url)
+        ))
+        .unwrap_or_else(|| panic!("{error}"));
+    assert!(
+        cause.starts_with("IO error") || cause.starts_with("not connected"),
+        "{error}"
+    );
+    assert!(!error.contains("guest"), "{error}");
+
+    // At least once, as the sink promises: RabbitMQ does not drop repeats, and a confirmation
+    // that comes later than `timeout_secs` means the message again, under the same id.
+    proxy.bring_up();
+    let received = RefCell::new(Vec::new());
+    poll_until("every event sent while RabbitMQ was cut off", || async {
+        while let Some(message) = queue.take().await {
+            received.borrow_mut().push(event_id(&message));
+        }
+        let mut distinct = received.borrow().clone();
+        distinct.sort();
+        distinct.dedup();
+        (distinct == ids[1..]).then_some(())
+    })
+    .await;
     app.stop().await.unwrap();
     queue.delete().await;
 }
