@@ -5,8 +5,8 @@
 
 pub mod access;
 mod body;
-mod decode;
-mod extract;
+pub mod decode;
+pub mod extract;
 pub mod signatures;
 pub mod tls;
 
