@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use super::sink::{DeliveryError, delivery_key};
 use crate::config::{AmqpTarget, origin};
+use crate::error_chain::ErrorChain;
 use crate::event::StoredEvent;
 
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
@@ -29,8 +30,11 @@ pub enum AmqpFailure {
     Broker(#[from] lapin::Error),
     #[error("no answer within {} s", .0.as_secs())]
     TimedOut(Duration),
-    #[error("not connected: the last connection failed and the next is tried in {} ms", .0.as_millis())]
-    Reconnecting(Duration),
+    #[error(
+        "not connected: the last connection failed ({cause}); the next is tried in {} ms",
+        wait.as_millis()
+    )]
+    Reconnecting { wait: Duration, cause: String },
     #[error(
         "the broker returned it as unroutable ({code} {text}): no queue is bound to the \
          exchange with this routing key; declare and bind one"
@@ -49,8 +53,15 @@ pub struct Publisher {
 #[derive(Default)]
 struct State {
     open: Option<(Connection, Channel)>,
-    /// After a failed connection: when the next may be tried, and the wait after that.
-    next_try: Option<(Instant, Duration)>,
+    next_try: Option<NextTry>,
+}
+
+/// After a failed connection: when the next may be tried, the wait after that, and why the
+/// last one failed, so that the attempts in between can say it too.
+struct NextTry {
+    at: Instant,
+    wait: Duration,
+    cause: String,
 }
 
 impl Publisher {
@@ -109,10 +120,13 @@ impl Publisher {
             return Ok(channel.clone());
         }
         state.open = None;
-        if let Some((at, _)) = state.next_try {
+        if let Some(next) = &state.next_try {
             let now = Instant::now();
-            if now < at {
-                return Err(AmqpFailure::Reconnecting(at - now));
+            if now < next.at {
+                return Err(AmqpFailure::Reconnecting {
+                    wait: next.at - now,
+                    cause: next.cause.clone(),
+                });
             }
         }
         match open(target).await {
@@ -124,9 +138,14 @@ impl Publisher {
             Err(error) => {
                 let wait = state
                     .next_try
-                    .map_or(RECONNECT_MIN_DELAY, |(_, wait)| wait * 2)
+                    .as_ref()
+                    .map_or(RECONNECT_MIN_DELAY, |next| next.wait * 2)
                     .min(RECONNECT_MAX_DELAY);
-                state.next_try = Some((Instant::now() + wait, wait));
+                state.next_try = Some(NextTry {
+                    at: Instant::now() + wait,
+                    wait,
+                    cause: ErrorChain(&error).to_string(),
+                });
                 Err(error.into())
             }
         }
@@ -271,5 +290,7 @@ mod tests {
             .unwrap_err()
             .last_error("rabbit");
         assert!(second.contains("not connected"), "{second}");
+        let cause = first.rsplit("failed: ").next().unwrap_or_default();
+        assert!(second.contains(cause), "{second} should repeat {cause}");
     }
 }
