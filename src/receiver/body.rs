@@ -83,7 +83,9 @@ pub(super) async fn read(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    let capacity = declared.map_or(UNDECLARED_INITIAL_BYTES, |length| length as usize);
+    let capacity = declared.map_or(UNDECLARED_INITIAL_BYTES, |length| {
+        (length as usize).min(MAX_INITIAL_BYTES)
+    });
     match tokio::time::timeout(receiver.body_timeout, collect(payload, capacity, limit)).await {
         Ok(Ok(Some(body))) => Ok(body),
         Ok(Ok(None)) => Err(too_large()),
@@ -100,6 +102,10 @@ pub(super) async fn read(
 
 /// A body without `Content-Length` (chunked) starts in a buffer this size, which grows.
 const UNDECLARED_INITIAL_BYTES: usize = 4096;
+/// A declared length reserves at most this much before the bytes arrive: a sender that
+/// declares `max_body_bytes` and then stalls holds no more than this, however many of them
+/// there are. A larger body grows the buffer as it comes.
+const MAX_INITIAL_BYTES: usize = 64 * 1024;
 
 /// The payload's bytes in one buffer of `capacity` to start with; `None` once they pass
 /// `limit`.
