@@ -12,6 +12,7 @@ mod deliveries;
 mod failure;
 mod health;
 mod inbox;
+mod outbox;
 mod postgres;
 mod queries;
 pub mod retention;
@@ -37,10 +38,11 @@ pub use backend::Timestamp;
 pub use coordination::{Role, RoleLock};
 pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
-    EventSelection, FollowPosition, Outbox, QueueRound,
+    EventSelection,
 };
 pub use health::{StoreHealth, StoreProblem};
 pub use inbox::{DeliveryCount, EventSummary, InboxFilter, Page, SinkState};
+pub use outbox::{FirstAttempt, FollowPosition, LookAhead, Outbox, Recorded};
 pub use postgres::InvalidPostgresUrl;
 pub use queries::EventFilter;
 pub use writer::{CommitObserver, EventWriter, WriteError, WriterTask};

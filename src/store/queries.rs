@@ -17,14 +17,21 @@ pub struct EventFilter {
     pub event_type: Option<String>,
 }
 
-pub(super) const SELECT_EVENT: &str = "SELECT id, received_at, content_type, remote_addr, \
-    event_type, direction, from_number, to_number, message_id, status, error_code, text, body, \
-    signature, content_encoding FROM events";
+/// The columns of an [`EventRow`], as a literal for `concat!`.
+macro_rules! event_columns {
+    () => {
+        "id, received_at, content_type, remote_addr, event_type, direction, from_number, \
+         to_number, message_id, status, error_code, text, body, signature, content_encoding"
+    };
+}
+pub(super) use event_columns;
+
+pub(super) const SELECT_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events");
 
 /// An `events` row as both databases return it.
 #[derive(sqlx::FromRow)]
 pub(super) struct EventRow {
-    id: i64,
+    pub(super) id: i64,
     received_at: Timestamp,
     content_type: Option<String>,
     remote_addr: Option<String>,

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::Store;
+use super::backend::{Timestamp, on_pool};
+use super::{DeliveryFilter, Store};
 use crate::config::Backend;
 use crate::testing::postgres::Schema;
 
@@ -47,6 +48,36 @@ impl TestDb {
     pub async fn finish(self) {
         self.store.close().await;
     }
+}
+
+/// Store `count` events with empty bodies, one statement each.
+pub async fn insert_events(store: &Store, count: usize) {
+    for _ in 0..count {
+        on_pool!(store, pool => sqlx::query("INSERT INTO events (received_at, body) VALUES ($1, $2)")
+            .bind(Timestamp::now())
+            .bind(&b"{}"[..])
+            .execute(pool)
+            .await
+            .map(drop))
+        .unwrap();
+    }
+}
+
+/// `(event id, sink)` of every delivery row, in event order.
+pub async fn delivery_rows(store: &Store) -> Vec<(i64, String)> {
+    let everything = DeliveryFilter {
+        limit: u32::MAX,
+        ..DeliveryFilter::default()
+    };
+    let mut rows: Vec<(i64, String)> = store
+        .list_deliveries(&everything)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.event_id, d.sink))
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// `test_each_backend!(name)` makes the tests `name::sqlite` and `name::postgres` of the

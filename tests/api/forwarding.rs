@@ -29,7 +29,11 @@ pub struct Received {
     pub body: Bytes,
 }
 
-/// An HTTP endpoint that answers 200 and remembers every request.
+/// How long the downstream endpoint takes to answer an event whose text is "slow".
+const SLOW_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An HTTP endpoint that answers 200 and remembers every request; an event whose text is
+/// "slow" is answered after [`SLOW_ANSWER`].
 pub struct Downstream {
     port: u16,
     received: Arc<Mutex<Vec<Received>>>,
@@ -55,11 +59,16 @@ impl Downstream {
                         .iter()
                         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
                         .collect();
+                    let marker = br#""text":"slow""#;
+                    let slow = body.windows(marker.len()).any(|w| w == marker);
                     shared.lock().unwrap().push(Received {
                         path: request.path().to_owned(),
                         headers,
                         body,
                     });
+                    if slow {
+                        actix_web::rt::time::sleep(SLOW_ANSWER).await;
+                    }
                     HttpResponse::Ok().finish()
                 }
             }))
@@ -364,6 +373,100 @@ async fn pending_deliveries_resume_after_a_restart() {
     })
     .await;
     assert_eq!(deliveries(&store).await.len(), 1);
+    store.close().await;
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.exit_code().await, Some(0), "{}", daemon.log());
+}
+
+#[actix_web::test]
+async fn a_slow_delivery_holds_up_no_other_event() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    let downstream = Downstream::start();
+    let config =
+        TestConfig::new().extra_toml("[[forward]]", &http_sink("crm", &downstream.url("/in"), ""));
+    let app = TestApp::spawn(config).await;
+    let (_, slow) = app
+        .post_event(event_body("message.received", "slow-1", "slow"))
+        .await
+        .outcome();
+    let mut quick = Vec::new();
+    for n in 0..3 {
+        let body = event_body("message.received", &format!("quick-{n}"), "hi");
+        quick.push(app.post_event(body).await.outcome().1);
+    }
+
+    let rows = poll_until("the quick events delivered", || async {
+        let rows = deliveries(&app.store).await;
+        let delivered = |id: &i64| {
+            rows.iter()
+                .any(|d| d.event_id == *id && d.status == "delivered")
+        };
+        quick.iter().all(delivered).then_some(rows)
+    })
+    .await;
+    // The slow one is still being attempted: it went on as a pending delivery of its own.
+    assert!(
+        !rows
+            .iter()
+            .any(|d| d.event_id == slow && d.status == "delivered"),
+        "{rows:?}"
+    );
+    let delivered = wait_for_delivery(&app.store, "the slow event delivered", |d| {
+        d.event_id == slow && d.status == "delivered"
+    })
+    .await;
+    assert_eq!(delivered.attempts, 1, "{delivered:?}");
+    assert_eq!(deliveries(&app.store).await.len(), 4);
+    let sent_slow = downstream
+        .received()
+        .iter()
+        .filter(|r| r.headers["x-voltd-event-id"] == slow.to_string())
+        .count();
+    assert_eq!(sent_slow, 1);
+    app.stop().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_delivery_cut_short_by_a_stop_is_attempted_after_the_restart() {
+    voltd::skip_unless_available!(crate::BACKEND);
+    let downstream = Downstream::start();
+    let config = TestConfig::new()
+        .log_level("warn")
+        .extra_toml("[[forward]]", &http_sink("crm", &downstream.url("/in"), ""));
+    let mut daemon = Daemon::spawn(config);
+    daemon.wait_until_listening().await;
+    let client = crate::helpers::http_client(std::time::Duration::from_secs(10));
+    let url = daemon.webhook_url();
+    let send = |body: String| crate::helpers::send(&client, awc::http::Method::POST, &url, body);
+    let (_, quick) = send(event_body("message.received", "cut-1", "hi"))
+        .await
+        .unwrap()
+        .outcome();
+    let (_, slow) = send(event_body("message.received", "cut-2", "slow"))
+        .await
+        .unwrap()
+        .outcome();
+    // Both are with the endpoint, which has answered the quick one only.
+    downstream.wait_for(2).await;
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.exit_code().await, Some(0), "{}", daemon.log());
+
+    daemon.restart();
+    daemon.wait_until_listening().await;
+    let store = Store::open(&daemon.config.database_url()).await.unwrap();
+    wait_for_delivery(&store, "the cut-short delivery made again", |d| {
+        d.event_id == slow && d.status == "delivered"
+    })
+    .await;
+    let sent = |id: i64| {
+        downstream
+            .received()
+            .iter()
+            .filter(|r| r.headers["x-voltd-event-id"] == id.to_string())
+            .count()
+    };
+    // The quick one was recorded at the stop, so it is not sent again.
+    assert_eq!((sent(quick), sent(slow)), (1, 2));
     store.close().await;
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.exit_code().await, Some(0), "{}", daemon.log());
