@@ -199,7 +199,7 @@ EOF
         awk -v s="$started" -v i="$ingested" -v d="$drained" -v n="$events" 'BEGIN {
             printf "forwarded_per_sec=%.0f\nlag_s=%.2f\n", n / (d - s - 0.2), d - i }' >>"$out"
     fi
-    echo "run $run, sink $kind: ingest $(value ok_per_sec "$out") events/s${drained:+, forwarded $(value forwarded_per_sec "$out") events/s, lag $(value lag_s "$out") s}" >&2
+    echo "run $run, sink $kind: ingest $(value ok_per_sec "$out") events/s, p99 $(value p99_ms "$out") ms${drained:+, forwarded $(value forwarded_per_sec "$out") events/s, lag $(value lag_s "$out") s}" >&2
     stop_run
 }
 
@@ -215,14 +215,16 @@ over_runs() { # kind key
 }
 
 echo
-echo "| sink | ingest events/s | forwarded events/s | lag after ingest stops (s) |"
-echo "|---|---:|---:|---:|"
+echo "| sink | ingest events/s | ingest p99 ms | forwarded events/s | lag after ingest stops (s) |"
+echo "|---|---:|---:|---:|---:|"
 for kind in $sinks; do
     if [ "$kind" != none ]; then
-        printf '| %s | %s | %s | %s |\n' "$kind" "$(over_runs "$kind" ok_per_sec)" \
-            "$(over_runs "$kind" forwarded_per_sec)" "$(over_runs "$kind" lag_s)"
+        printf '| %s | %s | %s | %s | %s |\n' "$kind" "$(over_runs "$kind" ok_per_sec)" \
+            "$(over_runs "$kind" p99_ms)" "$(over_runs "$kind" forwarded_per_sec)" \
+            "$(over_runs "$kind" lag_s)"
     else
-        printf '| %s | %s | - | - |\n' "$kind" "$(over_runs "$kind" ok_per_sec)"
+        printf '| %s | %s | %s | - | - |\n' "$kind" "$(over_runs "$kind" ok_per_sec)" \
+            "$(over_runs "$kind" p99_ms)"
     fi
 done
 echo
