@@ -158,13 +158,13 @@ impl Metrics {
         let delivery_backlog = Gauge::default();
         registry.register(
             "forward_backlog",
-            "Deliveries pending (sampled every few seconds)",
+            "Deliveries pending, and stored events not yet attempted (sampled every few seconds)",
             delivery_backlog.clone(),
         );
         let delivery_oldest_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "forward_oldest_pending_seconds",
-            "Age of the oldest pending delivery (sampled every few seconds)",
+            "How long the oldest pending delivery or event not yet attempted has waited (sampled every few seconds)",
             delivery_oldest_seconds.clone(),
         );
         let build_info = Family::<BuildLabel, Gauge>::default();
