@@ -66,6 +66,7 @@ pub struct RedisTarget {
     pub stream: String,
     /// Trims the stream to about this many entries (`MAXLEN ~`) as it grows.
     pub max_len: Option<u64>,
+    pub tls: BrokerTls,
 }
 
 /// `type = "nats"`: each event is published to a subject that a JetStream stream captures.
@@ -73,6 +74,10 @@ pub struct RedisTarget {
 pub struct NatsTarget {
     pub url: Url,
     pub subject: String,
+    pub tls: BrokerTls,
+    /// A `.creds` file (a user JWT and its NKey seed), for servers that use decentralised
+    /// authentication.
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// `type = "amqp"`: each event is published to a RabbitMQ (AMQP 0-9-1) exchange, persistent,
@@ -83,6 +88,36 @@ pub struct AmqpTarget {
     /// `""` is the default exchange, which routes to the queue named by the routing key.
     pub exchange: String,
     pub routing_key: String,
+    pub tls: BrokerTls,
+}
+
+/// How a broker sink checks its server's TLS certificate: against the certificate
+/// authorities of `ca_file` (PEM) when it is set, else against the public roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerTls {
+    pub ca_file: Option<PathBuf>,
+}
+
+impl BrokerTls {
+    /// The PEM text of `ca_file`, checked to hold at least one certificate.
+    pub fn ca_pem(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+        let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("ca_file {} is not PEM certificates: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "ca_file {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+                path.display()
+            ));
+        }
+        Ok(Some(text))
+    }
 }
 
 /// The words of `type`.
@@ -125,9 +160,9 @@ impl SinkType {
         match self {
             Self::Http => &["http", "https"],
             Self::Command => &[],
-            Self::Redis => &["redis"],
-            Self::Nats => &["nats"],
-            Self::Amqp => &["amqp"],
+            Self::Redis => &["redis", "rediss"],
+            Self::Nats => &["nats", "tls"],
+            Self::Amqp => &["amqp", "amqps"],
         }
     }
 }
@@ -243,6 +278,10 @@ struct SinkEntry {
     exchange: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     routing_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credentials_file: Option<PathBuf>,
     #[serde(
         rename = "timeout_secs",
         default = "default_timeout",
@@ -305,6 +344,7 @@ impl SinkEntry {
         const REDIS: &[SinkType] = &[SinkType::Redis];
         const NATS: &[SinkType] = &[SinkType::Nats];
         const AMQP: &[SinkType] = &[SinkType::Amqp];
+        const BROKERS: &[SinkType] = &[SinkType::Redis, SinkType::Nats, SinkType::Amqp];
         [
             (
                 "url",
@@ -325,6 +365,8 @@ impl SinkEntry {
             ("subject", NATS, self.subject.is_some()),
             ("exchange", AMQP, self.exchange.is_some()),
             ("routing_key", AMQP, self.routing_key.is_some()),
+            ("ca_file", BROKERS, self.ca_file.is_some()),
+            ("credentials_file", NATS, self.credentials_file.is_some()),
         ]
         .into_iter()
         .filter(|(_, _, set)| *set)
@@ -382,6 +424,30 @@ impl TryFrom<SinkEntry> for ForwardSettings {
             }
             None => None,
         };
+        let tls = BrokerTls {
+            ca_file: entry.ca_file,
+        };
+        tls.ca_pem().map_err(error)?;
+        // Plain redis:// and amqp:// never use TLS; nats:// does when the server asks for it.
+        if tls.ca_file.is_some()
+            && let Some(url) = url
+                .as_ref()
+                .filter(|u| ["redis", "amqp"].contains(&u.scheme()))
+        {
+            return Err(error(format!(
+                "ca_file needs TLS: use {}s:// instead of {}://",
+                url.scheme(),
+                url.scheme()
+            )));
+        }
+        if let Some(path) = &entry.credentials_file {
+            std::fs::File::open(path).map_err(|e| {
+                error(format!(
+                    "cannot read credentials_file {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
         let target = match kind {
             SinkType::Http => Target::Http(HttpTarget {
                 url: url.ok_or_else(|| needs("url"))?,
@@ -401,6 +467,7 @@ impl TryFrom<SinkEntry> for ForwardSettings {
                         needs("stream (the key of the Redis stream, e.g. volt:events)")
                     })?,
                 max_len: entry.max_len,
+                tls,
             }),
             SinkType::Nats => Target::Nats(NatsTarget {
                 url: url.ok_or_else(|| needs("url"))?,
@@ -410,6 +477,8 @@ impl TryFrom<SinkEntry> for ForwardSettings {
                     .ok_or_else(|| {
                         needs("subject (one that a JetStream stream captures, e.g. volt.events)")
                     })?,
+                tls,
+                credentials_file: entry.credentials_file,
             }),
             SinkType::Amqp => Target::Amqp(AmqpTarget {
                 url: url
@@ -418,6 +487,7 @@ impl TryFrom<SinkEntry> for ForwardSettings {
                 routing_key: entry.routing_key.ok_or_else(|| {
                     needs("routing_key (with the default exchange, the name of the queue)")
                 })?,
+                tls,
             }),
         };
         Ok(Self {
@@ -454,6 +524,8 @@ impl From<ForwardSettings> for SinkEntry {
             subject: None,
             exchange: None,
             routing_key: None,
+            ca_file: None,
+            credentials_file: None,
             timeout: sink.timeout,
             max_concurrency: Some(sink.max_concurrency),
             event_types: sink.filter.event_types,
@@ -477,15 +549,19 @@ impl From<ForwardSettings> for SinkEntry {
                 entry.url = Some(redis.url);
                 entry.stream = Some(redis.stream);
                 entry.max_len = redis.max_len;
+                entry.ca_file = redis.tls.ca_file;
             }
             Target::Nats(nats) => {
                 entry.url = Some(nats.url);
                 entry.subject = Some(nats.subject);
+                entry.ca_file = nats.tls.ca_file;
+                entry.credentials_file = nats.credentials_file;
             }
             Target::Amqp(amqp) => {
                 entry.url = Some(amqp.url);
                 entry.exchange = Some(amqp.exchange);
                 entry.routing_key = Some(amqp.routing_key);
+                entry.ca_file = amqp.tls.ca_file;
             }
         }
         entry
@@ -710,6 +786,55 @@ mod tests {
     }
 
     #[test]
+    fn broker_sinks_take_tls_urls_a_ca_file_and_nats_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        let certificate = rcgen::generate_simple_self_signed(vec!["broker".into()]).unwrap();
+        std::fs::write(&ca_file, certificate.cert.pem()).unwrap();
+        let creds = dir.path().join("voltd.creds");
+        std::fs::write(&creds, "").unwrap();
+        let (ca, creds_path) = (ca_file.display(), creds.display());
+        let mut forward = String::new();
+        let nats_extra = format!("subject = \"s\"\ncredentials_file = \"{creds_path}\"");
+        for (name, kind, url, extra) in [
+            ("r", "redis", "rediss://:pw@broker:6380/0", "stream = \"s\""),
+            ("n", "nats", "tls://broker:4222", nats_extra.as_str()),
+            (
+                "a",
+                "amqp",
+                "amqps://u:pw@broker:5671/%2f",
+                "routing_key = \"q\"",
+            ),
+        ] {
+            forward.push_str(&format!(
+                "[[forward]]\nname = {name:?}\ntype = {kind:?}\nurl = {url:?}\n{extra}\n\
+                 ca_file = \"{ca}\"\n"
+            ));
+        }
+        let settings = load(&forward).unwrap();
+        let [redis, nats, amqp] = &settings.forward[..] else {
+            panic!("three sinks expected: {:?}", settings.forward);
+        };
+        let Target::Nats(target) = &nats.target else {
+            panic!("{nats:?}");
+        };
+        assert_eq!(target.credentials_file.as_deref(), Some(creds.as_path()));
+        for sink in [redis, nats, amqp] {
+            let shown = toml::to_string(&SinkEntry::from(sink.clone())).unwrap();
+            assert!(shown.contains(&format!("ca_file = \"{ca}\"")), "{shown}");
+            assert!(!shown.contains("pw@"), "{shown}");
+        }
+        let shown: Vec<String> = settings
+            .forward
+            .iter()
+            .map(|sink| toml::to_string(&SinkEntry::from(sink.clone())).unwrap())
+            .collect();
+        let again = format!("[[forward]]\n{}", shown.join("[[forward]]\n"));
+        assert!(again.contains("credentials_file"), "{again}");
+        assert!(load(&again).is_ok(), "{again}");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (forward, expected) in [
             (
@@ -752,8 +877,8 @@ mod tests {
             ),
             (
                 "name = \"a\"\ntype = \"redis\"\nurl = \"http://x/\"\nstream = \"s\"\n",
-                "sink \"a\": url \"http://x/\" is not a URL with a host and the scheme redis; \
-                 use an absolute redis:// URL",
+                "sink \"a\": url \"http://x/\" is not a URL with a host and the scheme redis or \
+                 rediss; use an absolute redis:// or rediss:// URL",
             ),
             (
                 "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\n",
@@ -770,8 +895,8 @@ mod tests {
             ),
             (
                 "name = \"a\"\ntype = \"amqp\"\nurl = \"redis://x/\"\nrouting_key = \"q\"\n",
-                "sink \"a\": url \"redis://x/\" is not a URL with a host and the scheme amqp; use \
-                 an absolute amqp:// URL",
+                "sink \"a\": url \"redis://x/\" is not a URL with a host and the scheme amqp or \
+                 amqps; use an absolute amqp:// or amqps:// URL",
             ),
             (
                 "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\nstream = \"s\"\nexchange = \"e\"\n",
@@ -785,6 +910,31 @@ mod tests {
                 "name = \"a\"\ntype = \"command\"\nprogram = \"/bin/true\"\nurl = \"redis://x/\"\n",
                 "sink \"a\": url only applies to type = \"http\" or type = \"redis\" or type = \"nats\" \
                  or type = \"amqp\"",
+            ),
+            (
+                "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\nstream = \"s\"\n\
+                 ca_file = \"/dev/null\"\n",
+                "sink \"a\": ca_file /dev/null holds no certificate",
+            ),
+            (
+                "name = \"a\"\ntype = \"amqp\"\nurl = \"amqps://x/\"\nrouting_key = \"q\"\n\
+                 ca_file = \"/nonexistent/ca.pem\"\n",
+                "sink \"a\": cannot read ca_file /nonexistent/ca.pem: No such file",
+            ),
+            (
+                "name = \"a\"\ntype = \"http\"\nurl = \"https://x/\"\nca_file = \"/x.pem\"\n",
+                "sink \"a\": ca_file only applies to type = \"redis\" or type = \"nats\" or \
+                 type = \"amqp\"",
+            ),
+            (
+                "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\nstream = \"s\"\n\
+                 credentials_file = \"/x.creds\"\n",
+                "sink \"a\": credentials_file only applies to type = \"nats\"",
+            ),
+            (
+                "name = \"a\"\ntype = \"nats\"\nurl = \"tls://x:4222\"\nsubject = \"s\"\n\
+                 credentials_file = \"/nonexistent/voltd.creds\"\n",
+                "sink \"a\": cannot read credentials_file /nonexistent/voltd.creds",
             ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nheaders = { \"a b\" = \"c\" }\n",

@@ -42,6 +42,9 @@ pub enum AmqpFailure {
     Unroutable { code: u16, text: String },
     #[error("the broker refused it (nack); see the broker's log")]
     Nacked,
+    /// The sink's `ca_file` could not be read since the configuration was checked.
+    #[error("{0}")]
+    CaFile(String),
 }
 
 /// The sink's connection, made on the first attempt and again after it drops.
@@ -146,15 +149,25 @@ impl Publisher {
                     wait,
                     cause: ErrorChain(&error).to_string(),
                 });
-                Err(error.into())
+                Err(error)
             }
         }
     }
 }
 
-async fn open(target: &AmqpTarget) -> Result<(Connection, Channel), lapin::Error> {
-    let connection =
-        Connection::connect(target.url.as_str(), ConnectionProperties::default()).await?;
+async fn open(target: &AmqpTarget) -> Result<(Connection, Channel), AmqpFailure> {
+    // With a ca_file, its authorities are trusted for an amqps:// server.
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: target.tls.ca_pem().map_err(AmqpFailure::CaFile)?,
+    };
+    let connection = Connection::connect_with_config(
+        target.url.as_str(),
+        ConnectionProperties::default(),
+        tls,
+        lapin::runtime::default_runtime()?,
+    )
+    .await?;
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -193,6 +206,7 @@ mod tests {
     use crate::forward::sink::sample_event as event;
     use crate::testing::amqp::TestQueue;
     use crate::testing::brokers::Broker;
+    use crate::testing::proxy::{TcpProxy, TestCertificate};
 
     #[actix_web::test]
     async fn each_event_is_one_persistent_message_with_its_body_and_metadata() {
@@ -260,6 +274,35 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn amqps_checks_the_certificate_against_the_ca_file() {
+        crate::skip_unless_broker!(Broker::RabbitMq);
+        let queue = TestQueue::declare().await;
+        let certificate = TestCertificate::for_localhost();
+        let proxy = TcpProxy::start_tls(queue.url(), &certificate);
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &certificate.pem).unwrap();
+        let mut target = queue.target();
+        target.url = proxy.tls_url_for(queue.url(), "amqps");
+
+        // The public roots do not vouch for the test's certificate.
+        let error = Publisher::default()
+            .publish(&target, Duration::from_secs(5), &event(1))
+            .await
+            .unwrap_err()
+            .last_error("bus");
+        assert!(error.contains("certificate"), "{error}");
+
+        target.tls.ca_file = Some(ca_file);
+        Publisher::default()
+            .publish(&target, Duration::from_secs(5), &event(2))
+            .await
+            .unwrap();
+        let message = queue.take().await.expect("one message");
+        assert_eq!(message.data, event(2).body);
+    }
+
+    #[actix_web::test]
     async fn an_unreachable_broker_is_a_failed_attempt_then_waits_before_reconnecting() {
         let target = AmqpTarget {
             url: format!(
@@ -270,6 +313,7 @@ mod tests {
             .unwrap(),
             exchange: String::new(),
             routing_key: "volt-events".into(),
+            tls: crate::config::BrokerTls::default(),
         };
         let publisher = Publisher::default();
         let first = publisher

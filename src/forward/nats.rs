@@ -2,7 +2,8 @@
 //! headers, and count it delivered only on the stream's acknowledgement.
 //!
 //! One client per sink, which keeps its connection and re-establishes it with backoff; the
-//! attempts in flight share it.
+//! attempts in flight share it. A `tls://` URL, or a server that requires it, connects with
+//! TLS.
 
 use std::time::Duration;
 
@@ -19,17 +20,27 @@ pub(super) async fn connect(
     target: &NatsTarget,
     timeout: Duration,
 ) -> Result<jetstream::Context, DeliveryError> {
-    let client = async_nats::ConnectOptions::new()
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| DeliveryError::Nats {
+        origin: origin(&target.url),
+        subject: target.subject.clone(),
+        source,
+    };
+    let mut options = match &target.credentials_file {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| failed(Box::new(e)))?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let Some(path) = &target.tls.ca_file {
+        options = options.add_root_certificates(path.clone());
+    }
+    let client = options
         .name("voltd")
         .connection_timeout(timeout)
         .retry_on_initial_connect()
         .connect(target.url.as_str())
         .await
-        .map_err(|source| DeliveryError::Nats {
-            origin: origin(&target.url),
-            subject: target.subject.clone(),
-            source: Box::new(source),
-        })?;
+        .map_err(|e| failed(Box::new(e)))?;
     let mut context = jetstream::new(client);
     context.set_timeout(timeout);
     Ok(context)
@@ -153,6 +164,8 @@ mod tests {
                 .parse()
                 .unwrap(),
             subject: "volt.events".into(),
+            tls: crate::config::BrokerTls::default(),
+            credentials_file: None,
         };
         let context = connect(&target, Duration::from_secs(1)).await.unwrap();
         let error = publish(&context, &target, &event(1)).await.unwrap_err();

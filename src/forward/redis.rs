@@ -1,7 +1,8 @@
 //! Redis stream sinks: `XADD` each event, its raw body and its metadata as the entry's fields.
 //!
 //! One [`ConnectionManager`] per sink: a single multiplexed connection, so the attempts in
-//! flight are pipelined on it, which it re-establishes with backoff when it drops.
+//! flight are pipelined on it, which it re-establishes with backoff when it drops. A
+//! `rediss://` URL connects with TLS.
 
 use std::time::Duration;
 
@@ -25,7 +26,18 @@ pub(super) fn connect(
         stream: target.stream.clone(),
         source,
     };
-    let client = redis::Client::open(target.url.as_str()).map_err(failed)?;
+    // With a ca_file, only its authorities are trusted for a rediss:// server.
+    let client = match target.tls.ca_pem().map_err(DeliveryError::CaFile)? {
+        Some(pem) => {
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.into_bytes()),
+            };
+            redis::Client::build_with_tls(target.url.as_str(), certificates)
+        }
+        None => redis::Client::open(target.url.as_str()),
+    }
+    .map_err(failed)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
@@ -83,6 +95,7 @@ mod tests {
     use super::*;
     use crate::forward::sink::sample_event as event;
     use crate::testing::brokers::{Broker, TestStream};
+    use crate::testing::proxy::{TcpProxy, TestCertificate};
 
     #[actix_web::test]
     async fn each_event_is_one_entry_with_its_body_and_metadata() {
@@ -125,6 +138,34 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn rediss_checks_the_certificate_against_the_ca_file() {
+        crate::skip_unless_broker!(Broker::Redis);
+        let stream = TestStream::new();
+        let certificate = TestCertificate::for_localhost();
+        let proxy = TcpProxy::start_tls(stream.url(), &certificate);
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &certificate.pem).unwrap();
+        let mut target = stream.target(None);
+        target.url = proxy.tls_url_for(stream.url(), "rediss");
+
+        // The public roots do not vouch for the test's certificate.
+        let connection = connect(&target, Duration::from_secs(5)).unwrap();
+        let error = append(connection, &target, &event(1)).await.unwrap_err();
+        let text = error.last_error("bus");
+        assert!(text.contains("certificate"), "{text}");
+
+        target.tls.ca_file = Some(ca_file);
+        let connection = connect(&target, Duration::from_secs(5)).unwrap();
+        append(connection, &target, &event(2)).await.unwrap();
+        let entries = stream.entries();
+        let [(_, fields)] = &entries[..] else {
+            panic!("one entry expected: {entries:?}");
+        };
+        assert_eq!(fields["id"], b"2");
+    }
+
+    #[actix_web::test]
     async fn an_unreachable_server_is_a_failed_attempt_that_names_it() {
         let target = RedisTarget {
             url: format!(
@@ -135,6 +176,7 @@ mod tests {
             .unwrap(),
             stream: "volt:events".into(),
             max_len: None,
+            tls: crate::config::BrokerTls::default(),
         };
         let connection = connect(&target, Duration::from_secs(2)).unwrap();
         let error = append(connection, &target, &event(1)).await.unwrap_err();

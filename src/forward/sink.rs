@@ -92,6 +92,9 @@ pub enum DeliveryError {
         #[source]
         source: Box<AmqpFailure>,
     },
+    /// The sink's `ca_file` could not be read since the configuration was checked.
+    #[error("{0}")]
+    CaFile(String),
     #[error("cannot write the event as JSON")]
     Encode(#[source] serde_json::Error),
     #[error("the event is no longer stored (retention removed it)")]

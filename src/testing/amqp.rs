@@ -62,6 +62,7 @@ impl TestQueue {
             url: self.url.clone(),
             exchange: String::new(),
             routing_key: self.name.clone(),
+            tls: crate::config::BrokerTls::default(),
         }
     }
 

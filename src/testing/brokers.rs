@@ -159,6 +159,7 @@ impl TestStream {
             url: self.url.clone(),
             stream: self.key.clone(),
             max_len,
+            tls: crate::config::BrokerTls::default(),
         }
     }
 

@@ -76,6 +76,8 @@ impl TestNatsStream {
         NatsTarget {
             url: self.url.clone(),
             subject: self.subject.clone(),
+            tls: crate::config::BrokerTls::default(),
+            credentials_file: None,
         }
     }
 
@@ -84,6 +86,8 @@ impl TestNatsStream {
         NatsTarget {
             url: self.url.clone(),
             subject: format!("{}-uncaptured", self.subject),
+            tls: crate::config::BrokerTls::default(),
+            credentials_file: None,
         }
     }
 

@@ -7,6 +7,10 @@
 //! server: the server keeps running, and the test's queue, read over a connection of its own
 //! that bypasses the proxy, keeps its messages.
 //!
+//! With [`TcpProxy::start_tls`] it also ends TLS for a plain server, with a certificate for
+//! `localhost` made for the test, so a sink's `rediss://` or `amqps://` URL can be tested
+//! against the shared Redis and RabbitMQ.
+//!
 //! Down, the proxy closes every connection it carries and accepts new ones only to close them
 //! at once, so a client sees its connection end rather than hang. It keeps its port all the
 //! while, so nothing else can take it before it comes up again. It runs on a thread and
@@ -15,9 +19,38 @@
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
 use url::Url;
+
+/// A self-signed certificate for `localhost`, whose PEM a client trusts as its authority.
+pub struct TestCertificate {
+    pub pem: String,
+    acceptor: TlsAcceptor,
+}
+
+impl TestCertificate {
+    pub fn for_localhost() -> Self {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("a certificate for localhost");
+        let key = PrivateKeyDer::try_from(made.signing_key.serialize_der()).expect("its key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![made.cert.der().clone()], key)
+        .expect("a server configuration");
+        Self {
+            pem: made.cert.pem(),
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        }
+    }
+}
 
 pub struct TcpProxy {
     port: u16,
@@ -32,6 +65,15 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Up, forwarding to the host and port of `server` (`amqp://guest:guest@127.0.0.1:5672/`).
     pub fn start(server: &Url) -> Self {
+        Self::start_with(server, None)
+    }
+
+    /// As [`Self::start`], taking TLS with `certificate` and forwarding plain.
+    pub fn start_tls(server: &Url, certificate: &TestCertificate) -> Self {
+        Self::start_with(server, Some(certificate.acceptor.clone()))
+    }
+
+    fn start_with(server: &Url, tls: Option<TlsAcceptor>) -> Self {
         let upstream = server
             .socket_addrs(|| None)
             .ok()
@@ -54,7 +96,7 @@ impl TcpProxy {
             runtime.block_on(async move {
                 let listener = TcpListener::from_std(listener).expect("the proxy's listener");
                 tokio::select! {
-                    () = serve(listener, upstream, up_seen, open_counted) => {}
+                    () = serve(listener, upstream, tls, up_seen, open_counted) => {}
                     _ = stopped => {}
                 }
             });
@@ -69,10 +111,23 @@ impl TcpProxy {
 
     /// `url` with the proxy's address in place of its host and port.
     pub fn url_for(&self, url: &Url) -> Url {
-        let mut proxied = url.clone();
+        self.address(url, "127.0.0.1")
+    }
+
+    /// [`Self::url_for`] with `scheme`, and the host the certificate names.
+    pub fn tls_url_for(&self, url: &Url, scheme: &str) -> Url {
+        let mut proxied: Url = url
+            .as_str()
+            .replacen(url.scheme(), scheme, 1)
+            .parse()
+            .expect("the same URL with another scheme");
+        proxied = self.address(&proxied, "localhost");
         proxied
-            .set_host(Some("127.0.0.1"))
-            .expect("a URL with a host");
+    }
+
+    fn address(&self, url: &Url, host: &str) -> Url {
+        let mut proxied = url.clone();
+        proxied.set_host(Some(host)).expect("a URL with a host");
         proxied
             .set_port(Some(self.port))
             .expect("a URL with a port");
@@ -98,6 +153,7 @@ impl TcpProxy {
 async fn serve(
     listener: TcpListener,
     upstream: SocketAddr,
+    tls: Option<TlsAcceptor>,
     up: watch::Receiver<bool>,
     open: Arc<watch::Sender<usize>>,
 ) {
@@ -113,12 +169,21 @@ async fn serve(
             drop(client);
             continue;
         }
-        tokio::spawn(forward(client, upstream, up.clone(), counted));
+        let up = up.clone();
+        match tls.clone() {
+            None => drop(tokio::spawn(forward(client, upstream, up, counted))),
+            Some(acceptor) => drop(tokio::spawn(async move {
+                // A failed handshake closes that connection, as a TLS server does.
+                if let Ok(client) = acceptor.accept(client).await {
+                    forward(client, upstream, up, counted).await;
+                }
+            })),
+        }
     }
 }
 
 async fn forward(
-    mut client: TcpStream,
+    mut client: impl AsyncRead + AsyncWrite + Unpin,
     upstream: SocketAddr,
     mut up: watch::Receiver<bool>,
     counted: Counted,
