@@ -23,6 +23,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// The most events looked at in one batch. A full batch is followed by the next at once, so
 /// that forwarding keeps up with any ingest rate rather than one batch per poll.
 const MAX_BATCH: u32 = 2_000;
+/// The most body bytes a batch holds (unless its first event alone is larger), so that a
+/// batch of large bodies stays small in memory.
+const MAX_BATCH_BYTES: i64 = 16 * 1024 * 1024;
 /// Events a batch holds per delivery a sink may have in flight: enough to keep every sink
 /// busy while the batch is attempted, few enough that a slow sink finishes it quickly.
 const BATCH_PER_CONCURRENT: usize = 8;
@@ -216,14 +219,17 @@ impl<'a> Dispatch<'a> {
         let sinks = self.sinks;
         let look = self
             .outbox
-            .look_ahead(&self.names, self.batch_size, |sink, event| {
-                sinks[sink].settings.wants_event(event)
-            })
+            .look_ahead(
+                &self.names,
+                self.batch_size,
+                MAX_BATCH_BYTES,
+                |sink, event| sinks[sink].settings.wants_event(event),
+            )
             .await?;
         let Some(look) = look else {
             return Ok(false);
         };
-        let full = look.looked_at >= self.batch_size as usize;
+        let full = look.more_waiting;
         self.generation += 1;
         self.batch = Some(Batch::new(self.generation, look, self.sinks.len()));
         Ok(full)

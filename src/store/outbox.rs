@@ -27,8 +27,10 @@ pub struct LookAhead {
     cursors: HashMap<String, Position>,
     /// The last event looked at, where the cursors move when the batch is recorded.
     through: Position,
-    /// How many events were looked at: the whole batch when more may be waiting.
+    /// How many events were looked at.
     pub looked_at: usize,
+    /// Whether the batch was cut short by its limits, so that more events may be waiting.
+    pub more_waiting: bool,
     /// `(sink, event id)` for each event a sink wants, in event order; `sink` indexes the
     /// names the batch was looked for with.
     pub wanted: Vec<(usize, i64)>,
@@ -44,6 +46,7 @@ impl LookAhead {
             cursors: HashMap::new(),
             through: Position { xid: 0, id: 0 },
             looked_at: wanted.len(),
+            more_waiting: false,
             wanted,
             events: Vec::new(),
         }
@@ -149,6 +152,8 @@ pub(super) struct OutboxSql {
     /// `xid`, then the [`EventHeader`] columns, of up to `$3` events after the position,
     /// in order.
     scan: &'static str,
+    /// The body sizes of the events `scan_events` would return, in order.
+    scan_sizes: &'static str,
     /// As `scan`, with every column of the events (see [`ScannedEvent`]).
     scan_events: &'static str,
     /// Moves the cursor of `$1` to the position.
@@ -181,6 +186,8 @@ const SQLITE: OutboxSql = OutboxSql {
     newest: "SELECT 0 AS xid, id FROM events ORDER BY id DESC LIMIT 1",
     scan: "SELECT 0 AS xid, id, event_type, direction, from_number, to_number FROM events \
         WHERE id > $2 ORDER BY id LIMIT $3",
+    // length() of a blob reads its size, not the blob.
+    scan_sizes: "SELECT length(body) FROM events WHERE id > $2 ORDER BY id LIMIT $3",
     scan_events: concat!(
         "SELECT 0 AS xid, ",
         event_columns!(),
@@ -214,6 +221,10 @@ const POSTGRES: OutboxSql = OutboxSql {
         ORDER BY events.xid DESC, id DESC LIMIT 1",
     scan: "SELECT xid::text::bigint AS xid, id, event_type, direction, from_number, to_number \
         FROM events WHERE (xid, id) > ($1::bigint::text::xid8, $2) \
+        AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY events.xid, id LIMIT $3",
+    // octet_length() of a TOASTed value reads its size, not the value.
+    scan_sizes: "SELECT octet_length(body)::bigint FROM events \
+        WHERE (xid, id) > ($1::bigint::text::xid8, $2) \
         AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY events.xid, id LIMIT $3",
     scan_events: concat!(
         "SELECT xid::text::bigint AS xid, ",
@@ -359,14 +370,16 @@ async fn postgres_outbox(pool: &PgPool) -> Result<PgConnection, StoreError> {
 }
 
 impl Outbox {
-    /// Up to `batch` events after the sinks' cursors, and which of them each sink wants;
-    /// `None` when there is nothing new. Only reads: an idle poll, and the attempts that
+    /// Up to `batch` events after the sinks' cursors, whose bodies come to at most `bytes`
+    /// (or the first event alone, however large), and which of them each sink wants; `None`
+    /// when there is nothing new. Only reads: an idle poll, and the attempts that
     /// follow, hold no write lock. A sink without a cursor (see
     /// [`Store::start_forward_cursors`]) gets one first.
     pub async fn look_ahead(
         &mut self,
         sinks: &[&str],
         batch: u32,
+        bytes: i64,
         wants: impl Fn(usize, &StoredEvent) -> bool,
     ) -> Result<Option<LookAhead>, StoreError> {
         on_outbox!(self, conn, sql => {
@@ -387,10 +400,30 @@ impl Outbox {
             let Some(start) = cursors.values().min().copied() else {
                 return Ok(None);
             };
-            let scanned: Vec<ScannedEvent> = sqlx::query_as(sql.scan_events)
+            // Bodies may be large: the batch stops at `bytes` of them, so that it never holds
+            // `batch` times the largest body in memory. The events the second query returns
+            // are those sized here: any that became visible since sort after them.
+            let sizes: Vec<i64> = sqlx::query_scalar(sql.scan_sizes)
                 .bind(start.xid)
                 .bind(start.id)
                 .bind(i64::from(batch))
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut total = 0;
+            let fitting = sizes
+                .iter()
+                .take_while(|size| {
+                    total += **size;
+                    total <= bytes
+                })
+                .count()
+                .max(1)
+                .min(sizes.len());
+            let more_waiting = fitting < sizes.len() || sizes.len() >= batch as usize;
+            let scanned: Vec<ScannedEvent> = sqlx::query_as(sql.scan_events)
+                .bind(start.xid)
+                .bind(start.id)
+                .bind(i64::try_from(fitting).unwrap_or(i64::MAX))
                 .fetch_all(&mut *conn)
                 .await?;
             let looked_at = scanned.len();
@@ -418,6 +451,7 @@ impl Outbox {
                 cursors,
                 through,
                 looked_at,
+                more_waiting,
                 wanted,
                 events,
             }))
@@ -586,7 +620,10 @@ mod tests {
 
     /// Look at a batch for the sinks, which want everything, and record it all delivered.
     async fn forward_round(outbox: &mut Outbox, sinks: &[&str]) -> Option<LookAhead> {
-        let look = outbox.look_ahead(sinks, 500, |_, _| true).await.unwrap()?;
+        let look = outbox
+            .look_ahead(sinks, 500, i64::MAX, |_, _| true)
+            .await
+            .unwrap()?;
         let delivered = vec![FirstAttempt::Finished(DeliveryOutcome::Delivered); look.wanted.len()];
         let recorded = outbox.record_batch(sinks, &look, &delivered).await.unwrap();
         assert_eq!(recorded, Recorded::Written { unfinished: vec![] });
@@ -652,7 +689,10 @@ mod tests {
         let rows = forward_until(&mut outbox, store, |rows| rows.len() >= 2).await;
         assert_eq!(rows, once_each(&[4, 5]));
         assert_eq!(
-            outbox.look_ahead(&["s"], 500, |_, _| true).await.unwrap(),
+            outbox
+                .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
+                .await
+                .unwrap(),
             None
         );
         drop(outbox);
@@ -668,7 +708,7 @@ mod tests {
         wait_for_older_transactions(store).await;
         let mut outbox = store.open_outbox().await.unwrap();
         let look = outbox
-            .look_ahead(&["s"], 500, |_, _| true)
+            .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
             .await
             .unwrap()
             .unwrap();
@@ -715,7 +755,10 @@ mod tests {
         assert_eq!(unfinished, [rows[3].id]);
         // The cursor has moved past the batch.
         assert_eq!(
-            outbox.look_ahead(&["s"], 500, |_, _| true).await.unwrap(),
+            outbox
+                .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
+                .await
+                .unwrap(),
             None
         );
         drop(outbox);
@@ -793,7 +836,10 @@ mod tests {
         let rows = forward_until(&mut outbox, store, |rows| rows.len() >= 3).await;
         assert_eq!(rows, once_each(&[1, 2, 3]));
         assert_eq!(
-            outbox.look_ahead(&["s"], 500, |_, _| true).await.unwrap(),
+            outbox
+                .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
+                .await
+                .unwrap(),
             None
         );
         drop(outbox);
@@ -819,7 +865,11 @@ mod tests {
         while looked_at.iter().sum::<usize>() < 10 {
             // Sink t wants only the even ids.
             let wants = |sink: usize, e: &StoredEvent| sink == 0 || e.id % 2 == 0;
-            if let Some(look) = outbox.look_ahead(&["s", "t"], 4, wants).await.unwrap() {
+            if let Some(look) = outbox
+                .look_ahead(&["s", "t"], 4, i64::MAX, wants)
+                .await
+                .unwrap()
+            {
                 let delivered =
                     vec![FirstAttempt::Finished(DeliveryOutcome::Delivered); look.wanted.len()];
                 outbox
@@ -835,6 +885,31 @@ mod tests {
         expected.extend([6, 8, 10].map(|id| (id, "t".to_owned())));
         expected.sort();
         assert_eq!(delivery_rows(store).await, expected);
+        drop(outbox);
+        db.finish().await;
+    }
+
+    test_each_backend!(a_batch_stops_at_its_byte_limit);
+    /// Each test event's body is `{}`, two bytes.
+    async fn a_batch_stops_at_its_byte_limit(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        store.start_forward_cursors(&["s"]).await.unwrap();
+        insert_events(store, 3).await;
+        wait_for_older_transactions(store).await;
+        let mut outbox = store.open_outbox().await.unwrap();
+        async fn look(outbox: &mut Outbox, bytes: i64) -> (usize, bool, usize) {
+            let look = outbox
+                .look_ahead(&["s"], 500, bytes, |_, _| true)
+                .await
+                .unwrap()
+                .unwrap();
+            (look.looked_at, look.more_waiting, look.events.len())
+        }
+        assert_eq!(look(&mut outbox, 5).await, (2, true, 2));
+        // The first event is taken however large it is.
+        assert_eq!(look(&mut outbox, 1).await, (1, true, 1));
+        assert_eq!(look(&mut outbox, 6).await, (3, false, 3));
         drop(outbox);
         db.finish().await;
     }
@@ -861,7 +936,11 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut superseded = 0;
             while Instant::now() < deadline && delivery_rows(store).await.len() < 300 {
-                let Some(look) = outbox.look_ahead(&["s"], 7, |_, _| true).await.unwrap() else {
+                let Some(look) = outbox
+                    .look_ahead(&["s"], 7, i64::MAX, |_, _| true)
+                    .await
+                    .unwrap()
+                else {
                     continue;
                 };
                 let delivered =
@@ -898,7 +977,7 @@ mod tests {
 
         let mut outbox = store.open_outbox().await.unwrap();
         let look = outbox
-            .look_ahead(&["s"], 500, |_, _| true)
+            .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
             .await
             .unwrap()
             .unwrap();
