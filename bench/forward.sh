@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Forwarding benchmark: a burst of events posted as fast as a release voltd takes them, with
 # no sink and then with a broker sink attached; how fast they are stored, how fast they reach
-# the broker, and how long the broker lags behind once posting stops.
+# the broker, how long the broker lags behind once posting stops, and where the CPU goes.
 #
 #   bench/forward.sh                              # 3 runs of 100,000 events, 64 connections
 #   BENCH_EVENTS=20000 BENCH_RUNS=1 bench/forward.sh
@@ -17,58 +17,36 @@
 #          nats-server -js at BENCH_NATS_URL (default nats://127.0.0.1:4222). bench/'s own
 #          `jetstream` helper creates, counts and deletes it: no `nats` CLI is needed
 # Each run starts voltd on a fresh database and uses a stream of its own, created before and
-# deleted afterwards. Prints a markdown table of medians; exits non-zero when a run stores
-# fewer events than were acknowledged or the stream never receives them all.
+# deleted afterwards. Prints a markdown table of medians, then one of CPU per event: voltd's
+# by thread, and the broker's (redis-server or nats-server on this machine, when found) and
+# PostgreSQL's server processes'. Exits non-zero when a run stores fewer events than were
+# acknowledged or the stream never receives them all.
 set -euo pipefail
 
 events=${BENCH_EVENTS:-100000}
 runs=${BENCH_RUNS:-3}
 connections=${BENCH_CONNECTIONS:-64}
 sinks=${BENCH_SINKS:-none redis}
-store=${BENCH_STORE:-sqlite}
 redis_url=${BENCH_REDIS_URL:-redis://127.0.0.1:6379/0}
 nats_url=${BENCH_NATS_URL:-nats://127.0.0.1:4222}
 # How long the stream may lag behind before the run counts as failed.
 drain_limit=${BENCH_DRAIN_LIMIT:-120}
-postgres_url=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
-case "$store" in sqlite | postgres) ;; *) echo "BENCH_STORE must be sqlite or postgres" >&2; exit 2 ;; esac
 for kind in $sinks; do
     case "$kind" in none | redis | nats) ;; *) echo "BENCH_SINKS takes none, redis and nats, not $kind" >&2; exit 2 ;; esac
 done
-if [ -n "${BENCH_VOLTD:-}" ]; then
-    voltd_bin=$(realpath -e "$BENCH_VOLTD" 2>/dev/null) && [ -x "$voltd_bin" ] ||
-        { echo "BENCH_VOLTD must name an executable voltd binary; $BENCH_VOLTD is not one" >&2; exit 2; }
-fi
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
 case " $sinks " in *" redis "*)
     command -v redis-cli >/dev/null || { echo "bench: needs redis-cli (Debian package redis-tools)" >&2; exit 2; }
     redis-cli -u "$redis_url" PING >/dev/null || { echo "bench: Redis does not answer at $redis_url" >&2; exit 2; }
 esac
-
-echo "Building (release)..." >&2
-if [ -z "${BENCH_VOLTD:-}" ]; then
-    cargo build --release --locked --bin voltd >&2
-    voltd_bin=${CARGO_TARGET_DIR:-$root/target}/release/voltd
-fi
-cargo build --release --locked --manifest-path bench/Cargo.toml \
-    --target-dir "$root/bench/target" >&2
-loadgen=$root/bench/target/release/loadgen
-jetstream=$root/bench/target/release/jetstream
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
+build_bench_tools
 echo "Benchmarking $voltd_bin: $events events per run, $connections connections, $runs run(s)" >&2
 
-work=$(mktemp -d)
-voltd_pid=""
-# The run's stream and its kind (redis or nats), deleted when the run ends.
+# The run's stream and its kind (redis or nats), deleted when the run ends or the script exits.
 stream=""
 stream_kind=""
-schema=""
-stop_run() {
-    if [ -n "$voltd_pid" ]; then
-        kill "$voltd_pid" 2>/dev/null || true
-        wait "$voltd_pid" 2>/dev/null || true
-        voltd_pid=""
-    fi
+delete_stream() {
     if [ -n "$stream" ]; then
         if [ "$stream_kind" = nats ]; then
             "$jetstream" delete "$nats_url" "$stream" || true
@@ -77,32 +55,10 @@ stop_run() {
         fi
         stream=""
     fi
-    if [ -n "$schema" ]; then
-        psql -q "$postgres_url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null || true
-        schema=""
-    fi
 }
-cleanup() {
-    stop_run
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-die() {
-    echo "bench: FAILED: $*" >&2
-    exit 1
-}
+bench_cleanup() { delete_stream; }
 
 now() { date +%s.%N; }
-value() { grep "^$1=" "$2" | cut -d= -f2; }
-
-count_rows() {
-    if [ "$store" = postgres ]; then
-        psql -At "$postgres_url" -c "SELECT COUNT(*) FROM $schema.events"
-    else
-        python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM events").fetchone()[0])' "$work/$1/voltd.db"
-    fi
-}
 
 # How many events the run's stream holds.
 stream_length() {
@@ -113,33 +69,19 @@ stream_length() {
     fi
 }
 
-# One run with sink kind $1 (none, redis or nats), number $2; results in $work/<kind>-<run>.
+# The broker server's process name for sink kind $1; nothing for none.
+broker_of() {
+    case "$1" in redis) echo redis-server ;; nats) echo nats-server ;; esac
+}
+
+# One run with sink kind $1 (none, redis or nats), number $2; results in $work/<kind>-<run>.out
+# and, CPU per event as "label<TAB>µs" lines, $work/<kind>-<run>.cpu.
 run_once() {
-    local kind=$1 run=$2 dir="$work/$1-$2" out="$work/$1-$2.out" storage_url path addr
+    local kind=$1 run=$2 dir="$work/$1-$2" out="$work/$1-$2.out" cpu="$work/$1-$2.cpu" path
     mkdir -p "$dir"
     path="/volt/bench-$$-$kind-$run"
-    if [ "$store" = postgres ]; then
-        schema="voltd_fwd_bench_$$_${kind}_$run"
-        psql -q "$postgres_url" -c "CREATE SCHEMA $schema" || die "cannot create a schema at $postgres_url"
-        case "$postgres_url" in *\?*) separator="&" ;; *) separator="?" ;; esac
-        storage_url="$postgres_url${separator}options=-csearch_path%3D$schema"
-    else
-        storage_url="sqlite://$dir/voltd.db"
-    fi
-    cat >"$dir/volt.toml" <<EOF
-[api]
-register = "never"
-
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080$path"
-
-[storage]
-url = "$storage_url"
-
-[admin]
-enabled = false
-EOF
+    new_storage "${kind}_$run"
+    write_config "$dir/volt.toml" "$path" "$storage_url"
     if [ "$kind" = redis ]; then
         stream="voltd-bench:$$:$run" stream_kind=redis
         cat >>"$dir/volt.toml" <<EOF
@@ -164,25 +106,24 @@ url = "$nats_url"
 subject = "$subject"
 EOF
     fi
-    "$voltd_bin" --config "$dir/volt.toml" run 2>"$dir/voltd.log" &
-    voltd_pid=$!
-    for _ in $(seq 1 300); do
-        addr=$(grep -o 'Receiving webhook events on http://[0-9.:]*' "$dir/voltd.log" 2>/dev/null |
-            grep -o '127\.0\.0\.1:[0-9]*' | head -n1 || true)
-        [ -n "$addr" ] && break
-        kill -0 "$voltd_pid" 2>/dev/null || { cat "$dir/voltd.log" >&2; die "voltd exited during start-up"; }
-        sleep 0.1
-    done
-    [ -n "$addr" ] || die "voltd did not start within 30 s (see $dir/voltd.log)"
+    start_voltd "$dir/volt.toml" "$dir/voltd.log"
+
+    # CPU is counted from before the first post until the stream holds every event (with no
+    # sink, until the last acknowledgement): forwarding's work is part of each event's cost.
+    local broker broker_before="" broker_after="" pg_before pg_after
+    broker=$(broker_of "$kind")
+    [ -z "$broker" ] || broker_before=$(server_cpu "$broker" || true)
+    pg_before=$(postgres_cpu)
+    thread_cpu "$voltd_pid" >"$dir/cpu-before"
 
     local started ingested drained=""
     started=$(now)
-    "$loadgen" --addr "$addr" --path "$path" --connections "$connections" \
+    run_tracked "$loadgen" --addr "$voltd_addr" --path "$path" --connections "$connections" \
         --events "$events" --seconds 600 --run-id "$kind$run" >"$out"
     ingested=$(now)
     local acked rows
     acked=$(value stored "$out")
-    rows=$(count_rows "$kind-$run")
+    rows=$(count_rows "$storage_url")
     [ "$acked" = "$events" ] || die "$kind run $run: $acked of $events events acknowledged (see $out)"
     [ "$rows" = "$acked" ] || die "$kind run $run: $rows rows stored, $acked acknowledged"
     if [ "$kind" != none ]; then
@@ -199,8 +140,34 @@ EOF
         awk -v s="$started" -v i="$ingested" -v d="$drained" -v n="$events" 'BEGIN {
             printf "forwarded_per_sec=%.0f\nlag_s=%.2f\n", n / (d - s - 0.2), d - i }' >>"$out"
     fi
+    kill -0 "$voltd_pid" 2>/dev/null || die "$kind run $run: voltd died (see $dir/voltd.log)"
+    thread_cpu "$voltd_pid" >"$dir/cpu-after"
+    pg_after=$(postgres_cpu)
+    [ -z "$broker_before" ] || broker_after=$(server_cpu "$broker" || true)
+
+    cpu_per_thread "$events" "$dir/cpu-before" "$dir/cpu-after" | awk '{printf "%s\t%s\n", $1, $2}' >"$cpu"
+    [ -z "$broker_after" ] ||
+        printf '%s (process)\t%s\n' "$broker" "$(us_per "$events" "$broker_before" "$broker_after")" >>"$cpu"
+    [ "$store" != postgres ] ||
+        printf 'postgres (processes)\t%s\n' "$(us_per "$events" "$pg_before" "$pg_after")" >>"$cpu"
+
     echo "run $run, sink $kind: ingest $(value ok_per_sec "$out") events/s, p99 $(value p99_ms "$out") ms${drained:+, forwarded $(value forwarded_per_sec "$out") events/s, lag $(value lag_s "$out") s}" >&2
+    echo "  voltd CPU per event, by thread:" \
+        "$(cpu_per "$events" "$dir/cpu-before" "$dir/cpu-after")" >&2
+    if [ -n "$broker_after" ]; then
+        echo "  $broker CPU per event: $(us_per "$events" "$broker_before" "$broker_after") us" >&2
+    fi
+    if [ "$store" = postgres ]; then
+        echo "  PostgreSQL server CPU per event: $(us_per "$events" "$pg_before" "$pg_after") us" >&2
+    fi
     stop_run
+}
+
+# Ends the run: its voltd, its stream and its database.
+stop_run() {
+    stop_process "$voltd_pid"
+    delete_stream
+    drop_storages
 }
 
 for run in $(seq 1 "$runs"); do
@@ -209,7 +176,6 @@ for run in $(seq 1 "$runs"); do
     done
 done
 
-median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 over_runs() { # kind key
     for run in $(seq 1 "$runs"); do value "$2" "$work/$1-$run.out"; done | median
 }
@@ -229,3 +195,27 @@ for kind in $sinks; do
 done
 echo
 echo "Store: $store. Medians of $runs run(s) of $events events at $connections connections."
+
+# CPU per event: per sink, each label's median over the runs (0 in a run that lacks it), the
+# largest first, leaving out the idle (0.0).
+echo
+echo "| sink | thread or server | CPU µs per event |"
+echo "|---|---|---:|"
+for kind in $sinks; do
+    cut -f1 "$work/$kind"-*.cpu | sort -u | while IFS= read -r label; do
+        printf '%s\t%s\t%s\n' "$kind" "$label" "$(for run in $(seq 1 "$runs"); do
+            awk -F '\t' -v l="$label" '$1 == l {v = $2} END {print v + 0}' "$work/$kind-$run.cpu"
+        done | median)"
+    done | sort -t "$(printf '\t')" -k3,3gr -k2,2 |
+        awk -F '\t' '$3 > 0 {
+            # A | in a thread name (actix-rt|system) would end the cell.
+            n = split($2, part, "|"); label = part[1]
+            for (i = 2; i <= n; i++) label = label "\\|" part[i]
+            printf "| %s | %s | %.1f |\n", $1, label, $3
+        }'
+done
+echo
+echo "CPU from before the first post until the stream held every event (no sink: until the last" \
+    "acknowledgement), per event posted: voltd's threads from /proc/PID/task/*/schedstat, summed by" \
+    "name (threads at 0.0 left out); servers from /proc/PID/stat of every process of that name on" \
+    "this machine, the bench's polling of the stream included. Medians of $runs run(s)."

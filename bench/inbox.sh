@@ -19,19 +19,9 @@ runs=${BENCH_RUNS:-11}
 # shellcheck source=bench/common.sh
 source "$(dirname "$0")/common.sh"
 [ "$store" = postgres ] || command -v sqlite3 >/dev/null || die "needs the sqlite3 command (Debian package sqlite3)"
-cat >"$work/volt.toml" <<EOF
-[api]
-register = "never"
-
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080/volt/bench-inbox-4f1c9a7e2b6d8035"
-
-[storage]
-url = "$storage_url"
-
-[admin]
-listen = "127.0.0.1:0"
+new_storage inbox
+write_config "$work/volt.toml" /volt/bench-inbox-4f1c9a7e2b6d8035 "$storage_url" 127.0.0.1:0
+cat >>"$work/volt.toml" <<EOF
 
 [log]
 level = "warn,voltd::startup=info"
@@ -60,7 +50,7 @@ FROM (SELECT i, '+1555' || lpad((i / 3 % 1000 + 1)::text, 7, '0') AS customer
 ANALYZE events;
 EOF
 else
-    sqlite3 "$work/voltd.db" >/dev/null <<EOF
+    sqlite3 "$(sqlite_file "$storage_url")" >/dev/null <<EOF
 PRAGMA journal_mode = WAL;
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $events)
 INSERT INTO events ($columns)
@@ -71,17 +61,8 @@ EOF
 fi
 echo "Filled in $(( $(date +%s) - started )) s" >&2
 
-"$voltd_bin" --config "$work/volt.toml" run 2>"$work/voltd.log" &
-voltd_pid=$!
-pids+=("$voltd_pid")
-admin=""
-for _ in $(seq 1 600); do
-    admin=$(grep -o 'web inbox on http://127\.0\.0\.1:[0-9]*' "$work/voltd.log" | grep -o '127.*' || true)
-    [ -n "$admin" ] && break
-    kill -0 "$voltd_pid" 2>/dev/null || { cat "$work/voltd.log" >&2; die "voltd exited during start-up"; }
-    sleep 0.1
-done
-[ -n "$admin" ] || die "voltd did not serve the web inbox within 60 s (see $work/voltd.log)"
+start_voltd "$work/volt.toml" "$work/voltd.log" 60
+admin=$(wait_for_addr "$work/voltd.log" 'web inbox on http://127\.0\.0\.1:[0-9]*' "$voltd_pid" 60)
 
 middle=$(( events / 2 ))
 pages=(
@@ -93,7 +74,6 @@ pages=(
     "conversation with the line (every event)|/conversations/%2B15550000000"
     "conversation with a customer, earlier page|/conversations/%2B15550000500?before=$middle"
 )
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo
 echo "| Page | Median ms | Min ms | Max ms |"
 echo "|---|---|---|---|"
@@ -128,7 +108,7 @@ if [ -n "${BENCH_EXPLAIN:-}" ]; then
     else
         for sql in "$inbox" "$conversation"; do
             echo "EXPLAIN QUERY PLAN $sql;"
-            sqlite3 "$work/voltd.db" "EXPLAIN QUERY PLAN $sql"
+            sqlite3 "$(sqlite_file "$storage_url")" "EXPLAIN QUERY PLAN $sql"
         done
     fi
 fi

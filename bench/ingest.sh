@@ -25,54 +25,13 @@ ids=${BENCH_IDS:-random}
 case "$ids" in random | sequential) ;; *) echo "BENCH_IDS must be random or sequential" >&2; exit 2 ;; esac
 # shellcheck source=bench/common.sh
 source "$(dirname "$0")/common.sh"
-cargo build --release --locked --manifest-path bench/Cargo.toml \
-    --target-dir "$root/bench/target" >&2
+build_bench_tools
 echo "Benchmarking $voltd_bin" >&2
-loadgen=$root/bench/target/release/loadgen
-noop_bin=$root/bench/target/release/noop-server
-
-count_rows() {
-    if [ "$store" = postgres ]; then
-        psql -At "$postgres_url" -c "SELECT COUNT(*) FROM $schema.events"
-    elif command -v sqlite3 >/dev/null; then
-        sqlite3 "$work/voltd.db" "SELECT COUNT(*) FROM events"
-    else
-        python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM events").fetchone()[0])' "$work/voltd.db"
-    fi
-}
-
-# Wait (bounded) for a line matching $2 in file $1 and print the loopback address in it.
-wait_for_addr() {
-    local file=$1 pattern=$2 pid=$3 addr=""
-    for _ in $(seq 1 300); do
-        addr=$(grep -o "$pattern" "$file" 2>/dev/null | grep -o '127\.0\.0\.1:[0-9]*' | head -n1 || true)
-        [ -n "$addr" ] && { echo "$addr"; return 0; }
-        kill -0 "$pid" 2>/dev/null || { cat "$file" >&2; die "server exited during start-up"; }
-        sleep 0.1
-    done
-    die "server did not start within 30 s (see $file)"
-}
 
 path="/volt/bench-$(date +%s)-$$"
-cat >"$work/volt.toml" <<EOF
-[api]
-register = "never"
-
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080$path"
-
-[storage]
-url = "$storage_url"
-
-[admin]
-enabled = false
-EOF
-
-"$voltd_bin" --config "$work/volt.toml" run 2>"$work/voltd.log" &
-voltd_pid=$!
-pids+=("$voltd_pid")
-voltd_addr=$(wait_for_addr "$work/voltd.log" 'Receiving webhook events on http://[0-9.:]*' "$voltd_pid")
+new_storage ingest
+write_config "$work/volt.toml" "$path" "$storage_url"
+start_voltd "$work/volt.toml" "$work/voltd.log"
 
 "$noop_bin" "$path" >"$work/noop.out" 2>&1 &
 noop_pid=$!
@@ -81,42 +40,16 @@ noop_addr=$(wait_for_addr "$work/noop.out" 'listening on [0-9.:]*' "$noop_pid")
 
 echo "voltd pid $voltd_pid on $voltd_addr, no-op pid $noop_pid on $noop_addr; $runs run(s) x ${seconds}s per level" >&2
 
-value() { grep "^$1=" "$2" | cut -d= -f2; }
-
-# CPU time (ns) of each thread of process $1, summed by thread name: where a request's CPU goes.
-thread_cpu() {
-    for task in /proc/"$1"/task/*; do
-        printf '%s %s\n' "$(tr ' ' _ <"$task/comm")" "$(cut -d' ' -f1 "$task/schedstat")"
-    done | awk '{ns[$1] += $2} END {for (n in ns) print n, ns[n]}' | sort
-}
-
-# CPU time (ns) of every PostgreSQL server process: with that store, part of each event's
-# work is done there.
-postgres_cpu() {
-    if [ "$store" != postgres ]; then echo 0; return; fi
-    local ticks
-    ticks=$(getconf CLK_TCK)
-    for pid in $(pgrep -x postgres); do
-        awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null
-    done | awk -v t="$ticks" '{s += $1} END {printf "%.0f\n", s * 1e9 / t}'
-}
-
 # Bytes process $1 has caused to be written to storage (its WAL, database and checkpoints):
 # what each event costs the disk.
 written_bytes() {
     awk '/^write_bytes:/ {print $2}' "/proc/$1/io"
 }
 
-# CPU per request between cpu-before and cpu-after, by thread, for $1 requests.
-cpu_per() {
-    join "$work/cpu-before" "$work/cpu-after" |
-        awk -v n="$1" '{printf "%s %.1f us; ", $1, n ? ($3 - $2) / n / 1000 : 0}'
-}
-
 # One load of $seconds against a server; the result goes to $work/<name>-<level>-<run>.
 load() {
     local name=$1 addr=$2 level=$3 run=$4 out="$work/$1-$3-$4"
-    "$loadgen" --addr "$addr" --path "$path" --connections "$level" --seconds "$seconds" \
+    run_tracked "$loadgen" --addr "$addr" --path "$path" --connections "$level" --seconds "$seconds" \
         --run-id "$name$run" --ids "$ids" >"$out"
 }
 
@@ -124,7 +57,7 @@ failures=0
 for run in $(seq 1 "$runs"); do
     for level in $levels; do
         out="$work/voltd-$level-$run"
-        before=$(count_rows)
+        before=$(count_rows "$storage_url")
         # Reset the high-water mark so each level reports its own peak.
         echo 5 >"/proc/$voltd_pid/clear_refs" 2>/dev/null || true
         thread_cpu "$voltd_pid" >"$work/cpu-before"
@@ -135,7 +68,7 @@ for run in $(seq 1 "$runs"); do
         written_after=$(written_bytes "$voltd_pid")
         thread_cpu "$voltd_pid" >"$work/cpu-after"
         kill -0 "$voltd_pid" 2>/dev/null || die "voltd died (see $work/voltd.log)"
-        after=$(count_rows)
+        after=$(count_rows "$storage_url")
         rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$voltd_pid/status")
         echo "rows=$((after - before))" >>"$out"
         echo "rss_kb=$rss_kb" >>"$out"
@@ -149,10 +82,10 @@ for run in $(seq 1 "$runs"); do
             "503s $(value unavailable "$out"), rss ${rss_kb} kB," \
             "${written_kb} kB written per event" >&2
         echo "  voltd CPU per acknowledged event, by thread:" \
-            "$(cpu_per "$acked")" >&2
+            "$(cpu_per "$acked" "$work/cpu-before" "$work/cpu-after")" >&2
         if [ "$store" = postgres ]; then
             echo "  PostgreSQL server CPU per acknowledged event:" \
-                "$(awk -v a="$pg_before" -v b="$pg_after" -v n="$acked" 'BEGIN {printf "%.1f us", n ? (b - a) / n / 1000 : 0}')" >&2
+                "$(us_per "$acked" "$pg_before" "$pg_after") us" >&2
         fi
         if [ "$rows" != "$acked" ] || [ "$(value other_ok "$out")" != 0 ] ||
             [ "$(value other_status "$out")" != 0 ] || [ "$(value transport_errors "$out")" != 0 ]; then
@@ -165,11 +98,10 @@ for run in $(seq 1 "$runs"); do
         thread_cpu "$noop_pid" >"$work/cpu-after"
         echo "run $run, $level connections, no-op: $(value ok_per_sec "$work/noop-$level-$run") req/s" >&2
         echo "  no-op CPU per answered request, by thread:" \
-            "$(cpu_per "$(value stored "$work/noop-$level-$run")")" >&2
+            "$(cpu_per "$(value stored "$work/noop-$level-$run")" "$work/cpu-before" "$work/cpu-after")" >&2
     done
 done
 
-median() { sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 maximum() { sort -g | tail -n1; }
 over_runs() { # name level key reducer
     for run in $(seq 1 "$runs"); do value "$3" "$work/$1-$2-$run"; done | $4
