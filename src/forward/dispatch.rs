@@ -104,9 +104,9 @@ pub(super) async fn forward(
     let mut last_due: Option<Instant> = None;
     let mut last_sample: Option<Instant> = None;
     let mut last_role_check = Instant::now();
-    let lost = loop {
+    let end = loop {
         if stop.is_cancelled() {
-            break None;
+            break End::Stopped;
         }
         if last_role_check.elapsed() >= ROLE_CHECK {
             last_role_check = Instant::now();
@@ -116,14 +116,14 @@ pub(super) async fn forward(
                     "Lost the forwarding role with its database session; forwarding stops \
                      until this instance can take it again"
                 );
-                break None;
+                break End::RoleLost;
             }
         }
         if dispatch.batch_is_ready()
             && let Err(e) = dispatch.record_batch().await
         {
             if lost_connection(&e) {
-                break Some(e);
+                break End::ConnectionLost(e);
             }
             warn("Cannot record forwarded events", &e);
         }
@@ -131,7 +131,7 @@ pub(super) async fn forward(
             last_look = Some(Instant::now());
             match dispatch.look_ahead().await {
                 Ok(full) => look_again = full,
-                Err(e) if lost_connection(&e) => break Some(e),
+                Err(e) if lost_connection(&e) => break End::ConnectionLost(e),
                 Err(e) => {
                     look_again = false;
                     warn("Cannot look for new events to forward", &e);
@@ -155,11 +155,11 @@ pub(super) async fn forward(
         }
         let attempts_running = !dispatch.attempts.is_empty();
         tokio::select! {
-            () = stop.cancelled() => break None,
+            () = stop.cancelled() => break End::Stopped,
             Some(joined) = dispatch.attempts.join_next_with_id(), if attempts_running => {
                 if let Err(e) = dispatch.finished(joined).await {
                     if lost_connection(&e) {
-                        break Some(e);
+                        break End::ConnectionLost(e);
                     }
                     warn("Cannot record delivery outcomes", &e);
                 }
@@ -167,13 +167,22 @@ pub(super) async fn forward(
             () = tokio::time::sleep(POLL_INTERVAL) => {}
         }
     };
-    match lost {
-        Some(e) => {
+    match end {
+        End::Stopped => dispatch.stop().await,
+        // Whoever forwards next attempts the batch again.
+        End::RoleLost => dispatch.attempts.shutdown().await,
+        End::ConnectionLost(e) => {
             tracing::warn!(error = %ErrorChain(&e), "Lost the forwarding database connection; reconnecting");
             dispatch.attempts.shutdown().await;
         }
-        None => dispatch.stop().await,
     }
+}
+
+/// Why forwarding ended.
+enum End {
+    Stopped,
+    RoleLost,
+    ConnectionLost(StoreError),
 }
 
 fn elapsed(since: Option<Instant>, interval: Duration) -> bool {

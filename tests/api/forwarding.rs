@@ -431,7 +431,8 @@ async fn a_delivery_cut_short_by_a_stop_is_attempted_after_the_restart() {
     voltd::skip_unless_available!(crate::BACKEND);
     let downstream = Downstream::start();
     let config = TestConfig::new()
-        .log_level("warn")
+        // The debug line says when an attempt's outcome is in.
+        .log_level("warn,voltd::forward=debug")
         .extra_toml("[[forward]]", &http_sink("crm", &downstream.url("/in"), ""));
     let mut daemon = Daemon::spawn(config);
     daemon.wait_until_listening().await;
@@ -446,8 +447,11 @@ async fn a_delivery_cut_short_by_a_stop_is_attempted_after_the_restart() {
         .await
         .unwrap()
         .outcome();
-    // Both are with the endpoint, which has answered the quick one only.
+    // Both are with the endpoint, and voltd has the quick one's answer.
     downstream.wait_for(2).await;
+    daemon
+        .wait_for_log(&format!("Delivered sink=\"crm\" event={quick} "))
+        .await;
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.exit_code().await, Some(0), "{}", daemon.log());
 
@@ -466,7 +470,7 @@ async fn a_delivery_cut_short_by_a_stop_is_attempted_after_the_restart() {
             .count()
     };
     // The quick one was recorded at the stop, so it is not sent again.
-    assert_eq!((sent(quick), sent(slow)), (1, 2));
+    assert_eq!((sent(quick), sent(slow)), (1, 2), "{}", daemon.log());
     store.close().await;
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.exit_code().await, Some(0), "{}", daemon.log());
