@@ -72,6 +72,7 @@ impl Application {
         signatures: SignatureCheck,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        crate::forward::check_files(&settings.forward)?;
         if let Some(key) = &signatures.key {
             tracing::info!(
                 mode = ?signatures.mode,

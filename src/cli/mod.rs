@@ -84,10 +84,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Read everything `run` would read before it starts (the token file, Volt's public key, the
-/// TLS files), then print the warnings and the effective configuration.
+/// sinks' files, the TLS files), then print the warnings and the effective configuration.
 fn check_config(settings: &Settings) -> anyhow::Result<()> {
     token::load(&settings.api)?;
     SignatureCheck::load(&settings.verify)?;
+    crate::forward::check_files(&settings.forward)?;
     if let Some(files) = settings.server.tls() {
         ReloadableCert::load(files.cert, files.key)?;
     }
@@ -135,6 +136,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             || cause.is::<PublicKeyError>()
             || cause.is::<InvalidPostgresUrl>()
             || cause.is::<TlsError>()
+            || cause.is::<crate::forward::SinkFileError>()
             || cause.is::<UiPasswordError>()
             || cause
                 .downcast_ref::<VoltError>()

@@ -92,32 +92,11 @@ pub struct AmqpTarget {
 }
 
 /// How a broker sink checks its server's TLS certificate: against the certificate
-/// authorities of `ca_file` (PEM) when it is set, else against the public roots.
+/// authorities of `ca_file` (PEM) when it is set, else against the public roots. The file is
+/// read where it is used (see `forward::files`), so loading does no I/O.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BrokerTls {
     pub ca_file: Option<PathBuf>,
-}
-
-impl BrokerTls {
-    /// The PEM text of `ca_file`, checked to hold at least one certificate.
-    pub fn ca_pem(&self) -> Result<Option<String>, String> {
-        let Some(path) = &self.ca_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
-        let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("ca_file {} is not PEM certificates: {e}", path.display()))?;
-        if certificates.is_empty() {
-            return Err(format!(
-                "ca_file {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
-                path.display()
-            ));
-        }
-        Ok(Some(text))
-    }
 }
 
 /// The words of `type`.
@@ -427,7 +406,6 @@ impl TryFrom<SinkEntry> for ForwardSettings {
         let tls = BrokerTls {
             ca_file: entry.ca_file,
         };
-        tls.ca_pem().map_err(error)?;
         // Plain redis:// and amqp:// never use TLS; nats:// does when the server asks for it.
         if tls.ca_file.is_some()
             && let Some(url) = url
@@ -439,14 +417,6 @@ impl TryFrom<SinkEntry> for ForwardSettings {
                 url.scheme(),
                 url.scheme()
             )));
-        }
-        if let Some(path) = &entry.credentials_file {
-            std::fs::File::open(path).map_err(|e| {
-                error(format!(
-                    "cannot read credentials_file {}: {e}",
-                    path.display()
-                ))
-            })?;
         }
         let target = match kind {
             SinkType::Http => Target::Http(HttpTarget {
@@ -914,12 +884,7 @@ mod tests {
             (
                 "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\nstream = \"s\"\n\
                  ca_file = \"/dev/null\"\n",
-                "sink \"a\": ca_file /dev/null holds no certificate",
-            ),
-            (
-                "name = \"a\"\ntype = \"amqp\"\nurl = \"amqps://x/\"\nrouting_key = \"q\"\n\
-                 ca_file = \"/nonexistent/ca.pem\"\n",
-                "sink \"a\": cannot read ca_file /nonexistent/ca.pem: No such file",
+                "sink \"a\": ca_file needs TLS: use rediss:// instead of redis://",
             ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"https://x/\"\nca_file = \"/x.pem\"\n",
@@ -930,11 +895,6 @@ mod tests {
                 "name = \"a\"\ntype = \"redis\"\nurl = \"redis://x/\"\nstream = \"s\"\n\
                  credentials_file = \"/x.creds\"\n",
                 "sink \"a\": credentials_file only applies to type = \"nats\"",
-            ),
-            (
-                "name = \"a\"\ntype = \"nats\"\nurl = \"tls://x:4222\"\nsubject = \"s\"\n\
-                 credentials_file = \"/nonexistent/voltd.creds\"\n",
-                "sink \"a\": cannot read credentials_file /nonexistent/voltd.creds",
             ),
             (
                 "name = \"a\"\ntype = \"http\"\nurl = \"http://x/\"\nheaders = { \"a b\" = \"c\" }\n",

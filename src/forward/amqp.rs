@@ -159,7 +159,7 @@ async fn open(target: &AmqpTarget) -> Result<(Connection, Channel), AmqpFailure>
     // With a ca_file, its authorities are trusted for an amqps:// server.
     let tls = lapin::tcp::OwnedTLSConfig {
         identity: None,
-        cert_chain: target.tls.ca_pem().map_err(AmqpFailure::CaFile)?,
+        cert_chain: super::files::ca_pem(&target.tls).map_err(AmqpFailure::CaFile)?,
     };
     let connection = Connection::connect_with_config(
         target.url.as_str(),

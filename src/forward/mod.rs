@@ -11,6 +11,7 @@ mod amqp;
 mod batch;
 mod command;
 mod dispatch;
+mod files;
 mod http;
 mod nats;
 mod redis;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+pub use files::{SinkFileError, check_files};
 pub use signing::sign;
 pub use sink::{Attempt, DeliveryError, Sink};
 

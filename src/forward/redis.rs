@@ -27,7 +27,7 @@ pub(super) fn connect(
         source,
     };
     // With a ca_file, only its authorities are trusted for a rediss:// server.
-    let client = match target.tls.ca_pem().map_err(DeliveryError::CaFile)? {
+    let client = match super::files::ca_pem(&target.tls).map_err(DeliveryError::CaFile)? {
         Some(pem) => {
             let certificates = redis::TlsCertificates {
                 client_tls: None,

@@ -141,6 +141,36 @@ async fn unreadable_credential_files_stop_run_before_anything_starts() {
 }
 
 #[actix_web::test]
+async fn a_sink_file_that_cannot_be_read_stops_run_before_anything_starts() {
+    for (sink, file) in [
+        (
+            "name = \"bus\"\ntype = \"redis\"\nurl = \"rediss://127.0.0.1:1/0\"\nstream = \"s\"\n\
+             ca_file = \"/nonexistent/broker-ca.pem\"",
+            "ca_file /nonexistent/broker-ca.pem",
+        ),
+        (
+            "name = \"bus\"\ntype = \"nats\"\nurl = \"tls://127.0.0.1:1\"\nsubject = \"s\"\n\
+             credentials_file = \"/nonexistent/voltd.creds\"",
+            "credentials_file /nonexistent/voltd.creds",
+        ),
+    ] {
+        let config = TestConfig::new().extra_toml("[[forward]]", sink);
+        config.write(dead_port());
+        for command in ["run", "check-config"] {
+            let output = voltd(Some(&config.config_path()), config.dir.path(), &[command]).await;
+
+            assert_eq!(output.code, 78, "{command}: {output:?}");
+            let expected = format!("[[forward]] sink \"bus\": cannot read {file}");
+            assert!(output.stderr.contains(&expected), "{command}: {output:?}");
+        }
+        assert!(
+            !config.dir.path().join("voltd.db").exists(),
+            "nothing was started"
+        );
+    }
+}
+
+#[actix_web::test]
 async fn a_malformed_postgres_url_is_a_configuration_error_for_every_command() {
     let config = TestConfig::new();
     let text = config.write(dead_port()).replace(
