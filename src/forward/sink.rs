@@ -143,6 +143,9 @@ impl Sink {
         }
     }
 
+    /// Each sink type's future is boxed: the attempt's own future is then a few words, where
+    /// it would otherwise be as large as the largest type's (HTTP's), copied into every task
+    /// the delivery task spawns.
     pub async fn deliver(&self, event: &StoredEvent) -> Attempt {
         let result = match &self.settings.target {
             Target::Http(target) => {
@@ -152,21 +155,21 @@ impl Sink {
                         .connector(awc::Connector::new().timeout(self.settings.timeout))
                         .finish()
                 });
-                http::post(client, target, event).await
+                Box::pin(http::post(client, target, event)).await
             }
-            Target::Command(target) => command::run(target, self.settings.timeout, event).await,
+            Target::Command(target) => {
+                Box::pin(command::run(target, self.settings.timeout, event)).await
+            }
             Target::Redis(target) => match self.redis_connection(target) {
-                Ok(connection) => redis_stream::append(connection, target, event).await,
+                Ok(connection) => Box::pin(redis_stream::append(connection, target, event)).await,
                 Err(error) => Err(error),
             },
-            Target::Nats(target) => match self.nats_context(target).await {
-                Ok(context) => nats::publish(context, target, event).await,
+            Target::Nats(target) => match Box::pin(self.nats_context(target)).await {
+                Ok(context) => Box::pin(nats::publish(context, target, event)).await,
                 Err(error) => Err(error),
             },
             Target::Amqp(target) => {
-                self.amqp
-                    .publish(target, self.settings.timeout, event)
-                    .await
+                Box::pin(self.amqp.publish(target, self.settings.timeout, event)).await
             }
         };
         match result {
