@@ -757,15 +757,10 @@ mod tests {
 
     #[test]
     fn broker_sinks_take_tls_urls_a_ca_file_and_nats_credentials() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_file = dir.path().join("ca.pem");
-        let certificate = rcgen::generate_simple_self_signed(vec!["broker".into()]).unwrap();
-        std::fs::write(&ca_file, certificate.cert.pem()).unwrap();
-        let creds = dir.path().join("voltd.creds");
-        std::fs::write(&creds, "").unwrap();
-        let (ca, creds_path) = (ca_file.display(), creds.display());
+        // Loading reads neither file (see forward::files), so they need not exist.
+        let (ca, creds) = ("/etc/voltd/broker-ca.pem", "/etc/voltd/voltd.creds");
         let mut forward = String::new();
-        let nats_extra = format!("subject = \"s\"\ncredentials_file = \"{creds_path}\"");
+        let nats_extra = format!("subject = \"s\"\ncredentials_file = \"{creds}\"");
         for (name, kind, url, extra) in [
             ("r", "redis", "rediss://:pw@broker:6380/0", "stream = \"s\""),
             ("n", "nats", "tls://broker:4222", nats_extra.as_str()),
@@ -788,7 +783,10 @@ mod tests {
         let Target::Nats(target) = &nats.target else {
             panic!("{nats:?}");
         };
-        assert_eq!(target.credentials_file.as_deref(), Some(creds.as_path()));
+        assert_eq!(
+            target.credentials_file.as_deref(),
+            Some(std::path::Path::new(creds))
+        );
         for sink in [redis, nats, amqp] {
             let shown = toml::to_string(&SinkEntry::from(sink.clone())).unwrap();
             assert!(shown.contains(&format!("ca_file = \"{ca}\"")), "{shown}");

@@ -618,14 +618,26 @@ mod tests {
 
     const INSERT_EVENT: &str = "INSERT INTO events (received_at, body) VALUES ($1, $2)";
 
-    /// Look at a batch for the sinks, which want everything, and record it all delivered.
-    async fn forward_round(outbox: &mut Outbox, sinks: &[&str]) -> Option<LookAhead> {
-        let look = outbox
-            .look_ahead(sinks, 500, i64::MAX, |_, _| true)
+    /// A batch for sink `s`, which wants everything, with no limit on its bodies.
+    async fn look_for_s(outbox: &mut Outbox) -> Option<LookAhead> {
+        outbox
+            .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
             .await
-            .unwrap()?;
-        let delivered = vec![FirstAttempt::Finished(DeliveryOutcome::Delivered); look.wanted.len()];
-        let recorded = outbox.record_batch(sinks, &look, &delivered).await.unwrap();
+            .unwrap()
+    }
+
+    /// Every delivery of `look` delivered at its first attempt.
+    fn all_delivered(look: &LookAhead) -> Vec<FirstAttempt> {
+        vec![FirstAttempt::Finished(DeliveryOutcome::Delivered); look.wanted.len()]
+    }
+
+    /// Look at a batch for sink `s` and record it all delivered.
+    async fn forward_round(outbox: &mut Outbox) -> Option<LookAhead> {
+        let look = look_for_s(outbox).await?;
+        let recorded = outbox
+            .record_batch(&["s"], &look, &all_delivered(&look))
+            .await
+            .unwrap();
         assert_eq!(recorded, Recorded::Written { unfinished: vec![] });
         Some(look)
     }
@@ -640,7 +652,7 @@ mod tests {
     ) -> Vec<(i64, String)> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            forward_round(outbox, &["s"]).await;
+            forward_round(outbox).await;
             let rows = delivery_rows(store).await;
             if done(&rows) {
                 return rows;
@@ -688,13 +700,7 @@ mod tests {
         let mut outbox = store.open_outbox().await.unwrap();
         let rows = forward_until(&mut outbox, store, |rows| rows.len() >= 2).await;
         assert_eq!(rows, once_each(&[4, 5]));
-        assert_eq!(
-            outbox
-                .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(look_for_s(&mut outbox).await, None);
         drop(outbox);
         db.finish().await;
     }
@@ -707,11 +713,7 @@ mod tests {
         insert_events(store, 4).await;
         wait_for_older_transactions(store).await;
         let mut outbox = store.open_outbox().await.unwrap();
-        let look = outbox
-            .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
-            .await
-            .unwrap()
-            .unwrap();
+        let look = look_for_s(&mut outbox).await.unwrap();
         assert_eq!(look.wanted, [(0, 1), (0, 2), (0, 3), (0, 4)]);
         let retry_at = DateTime::parse_from_rfc3339("2030-01-02T03:04:05Z")
             .unwrap()
@@ -754,13 +756,7 @@ mod tests {
         assert_eq!(rows[1].next_attempt_at, Some(Timestamp(retry_at)));
         assert_eq!(unfinished, [rows[3].id]);
         // The cursor has moved past the batch.
-        assert_eq!(
-            outbox
-                .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(look_for_s(&mut outbox).await, None);
         drop(outbox);
         db.finish().await;
     }
@@ -835,13 +831,7 @@ mod tests {
         late.execute("COMMIT").await.unwrap();
         let rows = forward_until(&mut outbox, store, |rows| rows.len() >= 3).await;
         assert_eq!(rows, once_each(&[1, 2, 3]));
-        assert_eq!(
-            outbox
-                .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(look_for_s(&mut outbox).await, None);
         drop(outbox);
         db.finish().await;
     }
@@ -870,10 +860,8 @@ mod tests {
                 .await
                 .unwrap()
             {
-                let delivered =
-                    vec![FirstAttempt::Finished(DeliveryOutcome::Delivered); look.wanted.len()];
                 outbox
-                    .record_batch(&["s", "t"], &look, &delivered)
+                    .record_batch(&["s", "t"], &look, &all_delivered(&look))
                     .await
                     .unwrap();
                 looked_at.push(look.looked_at);
@@ -934,7 +922,6 @@ mod tests {
         };
         let drain = |mut outbox: Outbox| async move {
             let deadline = Instant::now() + Duration::from_secs(20);
-            let mut superseded = 0;
             while Instant::now() < deadline && delivery_rows(store).await.len() < 300 {
                 let Some(look) = outbox
                     .look_ahead(&["s"], 7, i64::MAX, |_, _| true)
@@ -943,20 +930,15 @@ mod tests {
                 else {
                     continue;
                 };
-                let delivered =
-                    vec![FirstAttempt::Finished(DeliveryOutcome::Delivered); look.wanted.len()];
-                if outbox
-                    .record_batch(&["s"], &look, &delivered)
+                // Superseded when the other outbox recorded these events first.
+                outbox
+                    .record_batch(&["s"], &look, &all_delivered(&look))
                     .await
-                    .unwrap()
-                    == Recorded::Superseded
-                {
-                    superseded += 1;
-                }
+                    .unwrap();
             }
-            (outbox, superseded)
+            outbox
         };
-        let ((), (first, _), (second, _)) = tokio::join!(writing, drain(first), drain(second));
+        let ((), first, second) = tokio::join!(writing, drain(first), drain(second));
         assert_eq!(delivery_rows(store).await, once_each(&ids));
         drop((first, second));
         db.finish().await;
@@ -976,13 +958,8 @@ mod tests {
         assert_eq!(store.forward_backlog(&["t"]).await.unwrap().pending, 0);
 
         let mut outbox = store.open_outbox().await.unwrap();
-        let look = outbox
-            .look_ahead(&["s"], 500, i64::MAX, |_, _| true)
-            .await
-            .unwrap()
-            .unwrap();
-        let mut attempts =
-            vec![FirstAttempt::Finished(DeliveryOutcome::Delivered); look.wanted.len()];
+        let look = look_for_s(&mut outbox).await.unwrap();
+        let mut attempts = all_delivered(&look);
         attempts[0] = FirstAttempt::Unfinished;
         outbox.record_batch(&["s"], &look, &attempts).await.unwrap();
         assert_eq!(store.forward_backlog(&["s"]).await.unwrap().pending, 1);

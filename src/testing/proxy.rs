@@ -116,12 +116,10 @@ impl TcpProxy {
 
     /// [`Self::url_for`] with `scheme`, and the host the certificate names.
     pub fn tls_url_for(&self, url: &Url, scheme: &str) -> Url {
-        let mut proxied: Url = url
-            .as_str()
-            .replacen(url.scheme(), scheme, 1)
-            .parse()
-            .expect("the same URL with another scheme");
-        proxied = self.address(&proxied, "localhost");
+        let mut proxied = self.address(url, "localhost");
+        proxied
+            .set_scheme(scheme)
+            .expect("a scheme of the same kind (redis to rediss, amqp to amqps)");
         proxied
     }
 

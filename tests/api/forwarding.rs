@@ -95,6 +95,15 @@ impl Downstream {
         self.received.lock().unwrap().clone()
     }
 
+    /// How many requests carried event `id`.
+    pub fn times_sent(&self, id: i64) -> usize {
+        let id = id.to_string();
+        self.received()
+            .iter()
+            .filter(|r| r.headers["x-voltd-event-id"] == id)
+            .count()
+    }
+
     pub async fn wait_for(&self, count: usize) -> Vec<Received> {
         poll_until(&format!("{count} requests downstream"), || {
             let received = self.received();
@@ -417,12 +426,7 @@ async fn a_slow_delivery_holds_up_no_other_event() {
     .await;
     assert_eq!(delivered.attempts, 1, "{delivered:?}");
     assert_eq!(deliveries(&app.store).await.len(), 4);
-    let sent_slow = downstream
-        .received()
-        .iter()
-        .filter(|r| r.headers["x-voltd-event-id"] == slow.to_string())
-        .count();
-    assert_eq!(sent_slow, 1);
+    assert_eq!(downstream.times_sent(slow), 1);
     app.stop().await.unwrap();
 }
 
@@ -462,15 +466,13 @@ async fn a_delivery_cut_short_by_a_stop_is_attempted_after_the_restart() {
         d.event_id == slow && d.status == "delivered"
     })
     .await;
-    let sent = |id: i64| {
-        downstream
-            .received()
-            .iter()
-            .filter(|r| r.headers["x-voltd-event-id"] == id.to_string())
-            .count()
-    };
     // The quick one was recorded at the stop, so it is not sent again.
-    assert_eq!((sent(quick), sent(slow)), (1, 2), "{}", daemon.log());
+    assert_eq!(
+        (downstream.times_sent(quick), downstream.times_sent(slow)),
+        (1, 2),
+        "{}",
+        daemon.log()
+    );
     store.close().await;
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.exit_code().await, Some(0), "{}", daemon.log());
