@@ -17,6 +17,7 @@ use clap::Parser;
 use self::args::{Cli, Command};
 use crate::config::{ConfigError, Settings};
 use crate::error_chain::ErrorChain;
+use crate::ops::log_buffer;
 use crate::receiver::signatures::{PublicKeyError, SignatureCheck};
 use crate::receiver::tls::{ReloadableCert, TlsError};
 use crate::store::{InvalidPostgresUrl, Store};
@@ -41,7 +42,10 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    match execute(cli) {
+    let result = execute(cli);
+    // The last log lines come before the error, and before the process ends.
+    log_buffer::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // The reader has gone (`voltd events list | head`): nothing is left to say to it.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::ops::telemetry;
+use crate::ops::{log_buffer, telemetry};
 use crate::startup::Application;
 use crate::volt::registration::register_and_record;
 
@@ -42,6 +42,7 @@ async fn stop_on_signal(mut term: Signal, mut int: Signal, stop: CancellationTok
         _ = int.recv() => {},
     }
     tracing::warn!("Second signal received; exiting without waiting for in-flight requests");
+    log_buffer::flush();
     std::process::exit(1);
 }
 

@@ -2,6 +2,7 @@
 //! notifications and watchdog, and logging.
 
 pub mod admin;
+pub mod log_buffer;
 pub mod metrics;
 pub mod systemd;
 pub mod telemetry;

@@ -19,6 +19,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use super::log_buffer::{self, BufferedStderr};
 use crate::config::LogFormat;
 use crate::log_limit::LogLimiterByKind;
 
@@ -26,17 +27,24 @@ use crate::log_limit::LogLimiterByKind;
 const LIBRARY_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Install the global subscriber. `RUST_LOG`, when set, wins over `[log] level`.
-/// Logs go to stderr so that command output on stdout stays machine-readable.
+/// Logs go to stderr so that command output on stdout stays machine-readable, written in
+/// batches ([`BufferedStderr`]): whatever ends the process first calls [`log_buffer::flush`]
+/// (a panic does so here).
 pub fn init(level: &str, format: LogFormat) -> LibraryLogLimit {
     let on_terminal = std::io::stderr().is_terminal();
     let limit = LibraryLogLimit::default();
     init_subscriber(get_subscriber(
         filter(level),
         format,
-        std::io::stderr,
+        BufferedStderr::install(),
         on_terminal,
         limit.clone(),
     ));
+    let report_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        log_buffer::flush();
+        report_panic(panic);
+    }));
     limit
 }
 
