@@ -40,6 +40,7 @@ pub use deliveries::{
     Backlog, DeliveryFilter, DeliveryOutcome, DeliveryRecord, DueDelivery, EventHeader,
     EventSelection,
 };
+pub use failure::CommitError;
 pub use health::{StoreHealth, StoreProblem};
 pub use inbox::{DeliveryCount, EventSummary, InboxFilter, Page, SinkState};
 pub use outbox::{FirstAttempt, FollowPosition, LookAhead, Outbox, Recorded};
@@ -84,7 +85,7 @@ pub enum StoreError {
     NotWritable {
         url: String,
         #[source]
-        source: sqlx::Error,
+        source: CommitError,
     },
     #[error(
         "the database could not be reached within {} s of start-up (storage.startup_retry_secs)",
@@ -123,6 +124,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error")]
     Query(#[from] sqlx::Error),
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot start the store's writer thread")]
+    Thread(#[source] std::io::Error),
 }
 
 impl StoreError {
@@ -264,9 +269,9 @@ impl Store {
         on_commit: CommitObserver,
     ) -> Result<(EventWriter, WriterTask), StoreError> {
         let mut conn = match &self.pool {
-            Pool::Sqlite(pool) => {
-                writer::WriteConnection::Sqlite(sqlite::writer(pool, dedup_window).await?)
-            }
+            Pool::Sqlite(pool) => writer::WriteConnection::Sqlite(
+                sqlite::writer(pool, &self.url, dedup_window).await?,
+            ),
             Pool::Postgres(pool) => {
                 writer::WriteConnection::Postgres(postgres::writer(pool).await?)
             }
@@ -277,7 +282,7 @@ impl Store {
                 url: self.url.to_string(),
                 source,
             })?;
-        Ok(writer::start(conn, queue_capacity, max_batch, on_commit))
+        writer::start(conn, queue_capacity, max_batch, on_commit).map_err(StoreError::Thread)
     }
 
     pub async fn close(&self) {

@@ -9,13 +9,14 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt as _;
+use rusqlite::TransactionBehavior;
+use rusqlite::types::Type;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, SqliteConnection, SqlitePool};
 
-use super::StoreError;
 use super::backend::Timestamp;
 use super::dedup_index::{DedupIndex, KeyHash};
+use super::{CommitError, StoreError};
 use crate::event::{NewEvent, StoreOutcome};
 
 pub(super) async fn open(url: &str, create: bool) -> Result<SqlitePool, StoreError> {
@@ -43,10 +44,16 @@ pub(super) async fn open(url: &str, create: bool) -> Result<SqlitePool, StoreErr
         })
 }
 
-/// The event writer's side of SQLite: its own connection, outside the pool, and the index of
-/// the dedup keys received within the dedup window.
+/// The event writer's side of SQLite: its own connection, outside the pool, on a thread of
+/// its own (see [`writer::start`](super::writer)), and the index of the dedup keys received
+/// within the dedup window.
+///
+/// The connection is rusqlite's, not sqlx's: sqlx runs each SQLite connection on a worker
+/// thread of its own and hands every statement over to it, so each batch crossed threads
+/// twice more and built its INSERT's text afresh. Here the writer's thread calls SQLite
+/// itself, with the one INSERT prepared once (bench/RESULTS.md).
 pub(super) struct SqliteWriter {
-    conn: SqliteConnection,
+    conn: rusqlite::Connection,
     index: DedupIndex,
     window: chrono::Duration,
     /// Held while this writer lives: see [`lock_writer`].
@@ -54,16 +61,38 @@ pub(super) struct SqliteWriter {
 }
 
 /// Open the event writer's connection and read the keys of the last `window` into its index.
+/// `url` names the store in errors.
 pub(super) async fn writer(
     pool: &SqlitePool,
+    url: &str,
     window: Duration,
 ) -> Result<SqliteWriter, StoreError> {
-    let mut conn = pool.connect_options().connect().await?;
-    let lock = lock_writer(&database_file(&mut conn).await?)?;
+    let file = pool.connect_options().get_filename().to_owned();
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || open_writer(&file, &url, window))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+fn open_writer(file: &Path, url: &str, window: Duration) -> Result<SqliteWriter, StoreError> {
+    let not_writable = |error: rusqlite::Error| StoreError::NotWritable {
+        url: url.to_owned(),
+        source: error.into(),
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        file,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(not_writable)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(not_writable)?;
+    // The pool made the file WAL already; FULL syncs the WAL at every commit.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(not_writable)?;
+    let lock = lock_writer(conn.path().unwrap_or_default())?;
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     let started = Instant::now();
     let mut index = DedupIndex::new();
-    let keys = load_keys(&mut conn, &mut index, window_start(window)).await?;
+    let keys = load_keys(&conn, &mut index, window_start(window))?;
     tracing::info!(
         keys,
         memory_kib = index.bytes() / 1024,
@@ -79,12 +108,9 @@ pub(super) async fn writer(
     })
 }
 
-/// The database's file; empty for a database without one.
-async fn database_file(conn: &mut SqliteConnection) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-        .fetch_one(conn)
-        .await
-}
+/// How long a statement waits for a lock another connection holds (the outbox, a CLI
+/// command) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Take the lock file beside the database, so that a second voltd on the same file stops at
 /// start-up: the dedup keys live in this writer's memory, so a second writer would store
@@ -120,20 +146,27 @@ fn window_start(window: chrono::Duration) -> DateTime<Utc> {
 
 /// Put the key of every event received since `since` into `index`; returns how many. The
 /// index `events_by_received_at` holds both columns, so this reads no event row.
-async fn load_keys(
-    conn: &mut SqliteConnection,
+fn load_keys(
+    conn: &rusqlite::Connection,
     index: &mut DedupIndex,
     since: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
-    let mut rows = sqlx::query_as::<_, (i64, String, Timestamp)>(
+) -> rusqlite::Result<u64> {
+    let mut statement = conn.prepare(
         "SELECT id, dedup_key, received_at FROM events \
-         WHERE received_at >= $1 AND dedup_key IS NOT NULL",
-    )
-    .bind(Timestamp(since))
-    .fetch(conn);
+         WHERE received_at >= ?1 AND dedup_key IS NOT NULL",
+    )?;
+    let mut rows = statement.query([Timestamp(since).to_text()])?;
     let mut count = 0;
-    while let Some((id, key, received_at)) = rows.try_next().await? {
-        index.insert(index.hash(&key), id, received_at.0);
+    while let Some(row) = rows.next()? {
+        let received_at = row.get_ref(2)?.as_str()?;
+        let received_at = DateTime::parse_from_rfc3339(received_at)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, Type::Text, e.into()))?;
+        let key = row.get_ref(1)?.as_str()?;
+        index.insert(
+            index.hash(key),
+            row.get(0)?,
+            received_at.with_timezone(&Utc),
+        );
         count += 1;
     }
     Ok(count)
@@ -142,12 +175,12 @@ async fn load_keys(
 impl SqliteWriter {
     /// Store `events[rows]`, whose dedup keys are distinct; returns one outcome per row, in
     /// order. A row is a duplicate when an event with its key was received within the window.
-    pub(super) async fn store_distinct(
+    pub(super) fn store_distinct(
         &mut self,
         events: &[&NewEvent],
         keys: &[Option<String>],
         rows: &[usize],
-    ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+    ) -> Result<Vec<StoreOutcome>, CommitError> {
         let since = window_start(self.window);
         self.index.forget_before(since);
         let hashes: Vec<Option<KeyHash>> = keys
@@ -162,7 +195,7 @@ impl SqliteWriter {
         let stored = if candidates.is_empty() {
             HashMap::new()
         } else {
-            stored_keys(&mut self.conn, &candidates, since).await?
+            stored_keys(&self.conn, &candidates, since)?
         };
         let is_stored = |index: usize| keys[index].as_ref().and_then(|key| stored.get(key));
         let new_rows: Vec<usize> = rows
@@ -170,7 +203,7 @@ impl SqliteWriter {
             .copied()
             .filter(|&i| is_stored(i).is_none())
             .collect();
-        let ids = insert_rows(&mut self.conn, events, keys, &new_rows).await?;
+        let ids = insert_rows(&mut self.conn, events, keys, &new_rows)?;
         // Committed: from now on a repeat of these keys is a duplicate.
         for (&index, &id) in new_rows.iter().zip(&ids) {
             if let Some(hash) = hashes[index] {
@@ -178,46 +211,44 @@ impl SqliteWriter {
             }
         }
         let mut ids = ids.into_iter();
-        rows.iter()
+        Ok(rows
+            .iter()
             .map(|&index| match is_stored(index) {
-                Some(&id) => Ok(StoreOutcome::Duplicate(id)),
-                None => ids
-                    .next()
-                    .map(StoreOutcome::Stored)
-                    .ok_or_else(|| sqlx::Error::Protocol("an event got no id".into())),
+                Some(&id) => StoreOutcome::Duplicate(id),
+                None => StoreOutcome::Stored(ids.next().expect("an id for every new row")),
             })
-            .collect()
+            .collect())
     }
 
-    pub(super) async fn probe(&mut self) -> Result<(), sqlx::Error> {
-        probe(&mut self.conn).await
+    /// See [`probe`].
+    pub(super) fn probe(&mut self) -> Result<(), CommitError> {
+        probe(&self.conn)
     }
 
-    pub(super) async fn close(self) -> Result<(), sqlx::Error> {
-        self.conn.close().await
+    pub(super) fn close(self) -> Result<(), CommitError> {
+        self.conn.close().map_err(|(_, error)| error.into())
     }
 }
 
 /// Of the events `ids`, those received since `since`: the newest id for each dedup key. The
-/// ids travel as one JSON array, so the statement's prepared form is cached.
-async fn stored_keys(
-    conn: &mut SqliteConnection,
+/// ids travel as one JSON array, so one prepared statement serves every batch.
+fn stored_keys(
+    conn: &rusqlite::Connection,
     ids: &[i64],
     since: DateTime<Utc>,
-) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let ids = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    let rows: Vec<(i64, String)> = sqlx::query_as(
+) -> rusqlite::Result<HashMap<String, i64>> {
+    let ids = serde_json::to_string(ids)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    let mut statement = conn.prepare_cached(
         "SELECT id, dedup_key FROM events \
-         WHERE id IN (SELECT value FROM json_each($1)) AND received_at >= $2 \
+         WHERE id IN (SELECT value FROM json_each(?1)) AND received_at >= ?2 \
          AND dedup_key IS NOT NULL",
-    )
-    .bind(ids)
-    .bind(Timestamp(since))
-    .fetch_all(conn)
-    .await?;
-    let mut newest: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-    for (id, key) in rows {
-        let kept = newest.entry(key).or_insert(id);
+    )?;
+    let mut rows = statement.query((ids, Timestamp(since).to_text()))?;
+    let mut newest: HashMap<String, i64> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let kept = newest.entry(row.get(1)?).or_insert(id);
         *kept = (*kept).max(id);
     }
     Ok(newest)
@@ -235,28 +266,16 @@ async fn stored_keys(
 /// WAL file longer than its last frame, and an event changes several pages), so readiness
 /// would flap between ready and 503 while every event failed: the probe also writes
 /// [`ROOM_NEEDED`] to a file beside the database and deletes it.
-pub(super) async fn probe(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&mut *conn)
-        .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "PRAGMA user_version = {version}"
-    )))
-    .execute(&mut *conn)
-    .await?;
-    let file = database_file(conn).await?;
-    if file.is_empty() {
+fn probe(conn: &rusqlite::Connection) -> Result<(), CommitError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    conn.pragma_update(None, "user_version", version)?;
+    let Some(file) = conn.path().filter(|file| !file.is_empty()) else {
         return Ok(());
-    }
+    };
     let scratch = PathBuf::from(format!("{file}-room-check"));
-    tokio::task::spawn_blocking(move || {
-        let written = write_zeros(&scratch, ROOM_NEEDED);
-        let _ = std::fs::remove_file(&scratch);
-        written
-    })
-    .await
-    .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))??;
-    Ok(())
+    let written = write_zeros(&scratch, ROOM_NEEDED);
+    let _ = std::fs::remove_file(&scratch);
+    written.map_err(CommitError::Room)
 }
 
 /// The free space a healthy database must have: a batch of events near `max_body_bytes`
@@ -284,93 +303,54 @@ pub(super) async fn outbox(pool: &SqlitePool) -> Result<SqliteConnection, StoreE
         .await?)
 }
 
-const COLUMNS: &str = "INSERT INTO events (received_at, content_type, remote_addr, event_type, \
-    direction, from_number, to_number, message_id, status, error_code, text, body, dedup_key, \
-    signature, content_encoding) ";
+const INSERT_EVENT: &str = "INSERT INTO events (received_at, content_type, remote_addr, \
+    event_type, direction, from_number, to_number, message_id, status, error_code, text, body, \
+    dedup_key, signature, content_encoding) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
-/// Most rows in one INSERT (15 parameters a row, well under SQLite's 32,766).
-pub(super) const MAX_ROWS_PER_STATEMENT: usize = 512;
-
-/// INSERTs of up to this many rows stay prepared in sqlx's statement cache (100 by default).
-/// Larger ones are prepared for their one batch: caching a statement for every batch size up
-/// to 512 rows grew the daemon by 15-20 MB under 256 connections (bench/RESULTS.md), and
-/// preparing them afresh cost no measurable CPU per event there.
-const MAX_CACHED_ROWS: usize = 64;
-
-/// Insert `events[rows]`; returns their new ids, in order.
+/// Insert `events[rows]` in one transaction (one fsync); returns their new ids, in order.
 ///
-/// A batch is usually one statement, so it runs without BEGIN/COMMIT: a single statement is
-/// atomic on its own (one fsync), each explicit BEGIN or COMMIT would be one more round trip
-/// to SQLite's worker thread, and a statement inside an explicit transaction needs a statement
-/// journal, which spills to a temporary file once it outgrows 64 KiB. Larger batches are
-/// chunked inside one transaction.
-async fn insert_rows(
-    conn: &mut SqliteConnection,
+/// One prepared INSERT runs once a row. Rejected: one INSERT of many rows, as sqlx needed to
+/// keep its round trips down; SQLite compiles that into a loop over its rows that needs a
+/// statement journal inside a transaction, and its text changes with the batch's size.
+fn insert_rows(
+    conn: &mut rusqlite::Connection,
     events: &[&NewEvent],
     keys: &[Option<String>],
     rows: &[usize],
-) -> Result<Vec<i64>, sqlx::Error> {
-    if rows.len() <= MAX_ROWS_PER_STATEMENT {
-        return Ok(insert_new(conn, events, keys, rows).await?.collect());
+) -> rusqlite::Result<Vec<i64>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
     let mut ids = Vec::with_capacity(rows.len());
-    let mut tx = conn.begin().await?;
-    for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
-        ids.extend(insert_new(&mut tx, events, keys, chunk).await?);
+    let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = transaction.prepare_cached(INSERT_EVENT)?;
+        for &index in rows {
+            let event = events[index];
+            let f = &event.fields;
+            insert.execute((
+                Timestamp(event.received_at).to_text(),
+                event.content_type.as_deref(),
+                event.remote_addr.as_deref(),
+                f.event_type.as_deref(),
+                f.direction.as_deref(),
+                f.from.as_deref(),
+                f.to.as_deref(),
+                f.message_id.as_deref(),
+                f.status.as_deref(),
+                f.error_code.as_deref(),
+                f.text.as_deref(),
+                event.body.as_slice(),
+                keys[index].as_deref(),
+                event.signature.as_str(),
+                event.content_encoding.as_deref(),
+            ))?;
+            ids.push(transaction.last_insert_rowid());
+        }
     }
-    tx.commit().await?;
+    transaction.commit()?;
     Ok(ids)
-}
-
-/// One multi-row INSERT of `events[rows]`; returns their new ids, in order.
-///
-/// The INSERT returns no rows (streaming back a RETURNING row per event cost a thread
-/// wake-up per event): the ids follow from `last_insert_rowid`, because this task is the only
-/// writer of events and one multi-row INSERT into an AUTOINCREMENT table numbers its rows
-/// consecutively in the order given.
-async fn insert_new(
-    conn: &mut SqliteConnection,
-    events: &[&NewEvent],
-    keys: &[Option<String>],
-    rows: &[usize],
-) -> Result<std::ops::Range<i64>, sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(0..0);
-    }
-    let mut query = QueryBuilder::<Sqlite>::new(COLUMNS);
-    query.push_values(rows, |mut row, &index| {
-        let event = events[index];
-        let f = &event.fields;
-        row.push_bind(Timestamp(event.received_at))
-            .push_bind(event.content_type.as_deref())
-            .push_bind(event.remote_addr.as_deref())
-            .push_bind(f.event_type.as_deref())
-            .push_bind(f.direction.as_deref())
-            .push_bind(f.from.as_deref())
-            .push_bind(f.to.as_deref())
-            .push_bind(f.message_id.as_deref())
-            .push_bind(f.status.as_deref())
-            .push_bind(f.error_code.as_deref())
-            .push_bind(f.text.as_deref())
-            .push_bind(event.body.as_slice())
-            .push_bind(keys[index].as_deref())
-            .push_bind(event.signature.as_str())
-            .push_bind(event.content_encoding.as_deref());
-    });
-    let result = query
-        .build()
-        .persistent(rows.len() <= MAX_CACHED_ROWS)
-        .execute(&mut *conn)
-        .await?;
-    let count = rows.len() as i64;
-    if result.rows_affected() != count as u64 {
-        return Err(sqlx::Error::Protocol(format!(
-            "inserted {} rows of {count}",
-            result.rows_affected()
-        )));
-    }
-    let last_id = result.last_insert_rowid();
-    Ok(last_id - count + 1..last_id + 1)
 }
 
 #[cfg(test)]
@@ -404,12 +384,12 @@ mod tests {
         let Pool::Sqlite(pool) = &db.store.pool else {
             unreachable!("an SQLite test database")
         };
-        writer(pool, DEDUP_WINDOW).await.unwrap()
+        writer(pool, "test", DEDUP_WINDOW).await.unwrap()
     }
 
     async fn store(writer: &mut SqliteWriter, event: &NewEvent) -> StoreOutcome {
         let keys = [event.dedup_key()];
-        let outcomes = writer.store_distinct(&[event], &keys, &[0]).await.unwrap();
+        let outcomes = writer.store_distinct(&[event], &keys, &[0]).unwrap();
         outcomes[0]
     }
 
@@ -419,7 +399,7 @@ mod tests {
         let mut writer = start(&db).await;
         let first = store(&mut writer, &event("m1", Utc::now() - Days::days(29))).await;
         let other = store(&mut writer, &event("m2", Utc::now())).await;
-        writer.close().await.unwrap();
+        writer.close().unwrap();
 
         let mut writer = start(&db).await;
         let repeat = store(&mut writer, &event("m1", Utc::now())).await;
@@ -427,7 +407,7 @@ mod tests {
         let repeat = store(&mut writer, &event("m2", Utc::now())).await;
         assert_eq!(repeat, StoreOutcome::Duplicate(other.id()));
         assert_eq!(db.store.count_events().await.unwrap(), 2);
-        writer.close().await.unwrap();
+        writer.close().unwrap();
         db.finish().await;
     }
 
@@ -443,7 +423,7 @@ mod tests {
             "{repeat:?}"
         );
         let old_only = store(&mut writer, &event("m2", Utc::now() - Days::days(40))).await;
-        writer.close().await.unwrap();
+        writer.close().unwrap();
 
         let mut writer = start(&db).await;
         let again = store(&mut writer, &event("m1", Utc::now())).await;
@@ -458,7 +438,7 @@ mod tests {
             "{again:?}"
         );
         assert_eq!(db.store.count_events().await.unwrap(), 4);
-        writer.close().await.unwrap();
+        writer.close().unwrap();
         db.finish().await;
     }
 
@@ -469,14 +449,14 @@ mod tests {
         let Pool::Sqlite(pool) = &db.store.pool else {
             unreachable!("an SQLite test database")
         };
-        let refused = writer(pool, DEDUP_WINDOW)
+        let refused = writer(pool, "test", DEDUP_WINDOW)
             .await
             .err()
             .expect("a second writer");
         assert!(matches!(refused, StoreError::Locked { .. }), "{refused:?}");
         assert!(refused.to_string().contains("another voltd"), "{refused}");
-        first.close().await.unwrap();
-        start(&db).await.close().await.unwrap();
+        first.close().unwrap();
+        start(&db).await.close().unwrap();
         db.finish().await;
     }
 
@@ -499,7 +479,7 @@ mod tests {
             store(&mut writer, &event("b", Utc::now())).await,
             StoreOutcome::Duplicate(b.id())
         );
-        writer.close().await.unwrap();
+        writer.close().unwrap();
         db.finish().await;
     }
 }

@@ -1,5 +1,6 @@
-//! Group commit: one task owns the write connection and commits every queued event of a batch
-//! in one transaction (one fsync), then answers each submitter.
+//! Group commit: one writer owns the write connection and commits every queued event of a
+//! batch in one transaction (one fsync), then answers each submitter. It runs as a task, or
+//! for SQLite on a thread of its own ([`start`]).
 //!
 //! There is no timer: the writer takes whatever is queued the moment it is free, so a lone
 //! event commits at once and batches grow only when events arrive faster than commits.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::failure::is_store_failure;
+use super::failure::CommitError;
 use super::health::StoreHealth;
 use super::{postgres, sqlite};
 use crate::error_chain::ErrorChain;
@@ -26,7 +27,7 @@ pub enum WriteError {
     #[error("the store is shutting down")]
     Closed,
     #[error("the commit failed")]
-    Failed(#[source] sqlx::Error),
+    Failed(#[source] CommitError),
     /// The store failed on an event committed before this one in the same batch, so this one
     /// was not tried: it would only have waited for the same failure.
     #[error("the store cannot commit (an earlier event of the batch failed)")]
@@ -77,7 +78,15 @@ impl EventWriter {
 /// The running writer; [`WriterTask::shutdown`] commits what is queued, then stops.
 pub struct WriterTask {
     stop: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
+    running: Running,
+}
+
+/// Where the writer runs: an SQLite writer blocks in SQLite for each commit, so it has a
+/// thread of its own; a PostgreSQL writer only awaits its server, as a task of the runtime.
+enum Running {
+    Task(tokio::task::JoinHandle<()>),
+    /// Told when the thread's loop has ended; dropped unsent if the thread panicked.
+    Thread(oneshot::Receiver<()>),
 }
 
 impl WriterTask {
@@ -86,18 +95,28 @@ impl WriterTask {
     /// acknowledged, so Volt delivers them again.
     pub async fn shutdown(self, grace: Duration) {
         self.stop.cancel();
-        let abort = self.handle.abort_handle();
-        match tokio::time::timeout(grace, self.handle).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %ErrorChain(&e), "Store writer task failed"),
-            Err(_) => {
-                abort.abort();
-                tracing::error!(
-                    "The store did not finish committing within {} s; stopping without it \
-                     (the events still queued were not acknowledged)",
-                    grace.as_secs()
-                );
+        let ended = match self.running {
+            Running::Task(handle) => {
+                let abort = handle.abort_handle();
+                let ended = tokio::time::timeout(grace, handle).await;
+                if ended.is_err() {
+                    abort.abort();
+                }
+                ended.map(|joined| joined.map_err(|e| ErrorChain(&e).to_string()))
             }
+            // A thread cannot be aborted; the process ends without waiting for it.
+            Running::Thread(done) => tokio::time::timeout(grace, done)
+                .await
+                .map(|ended| ended.map_err(|_| "its thread panicked".to_owned())),
+        };
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "Store writer task failed"),
+            Err(_) => tracing::error!(
+                "The store did not finish committing within {} s; stopping without it \
+                 (the events still queued were not acknowledged)",
+                grace.as_secs()
+            ),
         }
     }
 }
@@ -110,10 +129,11 @@ pub(super) fn start(
     queue_capacity: usize,
     max_batch: usize,
     on_commit: CommitObserver,
-) -> (EventWriter, WriterTask) {
+) -> std::io::Result<(EventWriter, WriterTask)> {
     let (queue, jobs) = mpsc::channel(queue_capacity);
     let stop = CancellationToken::new();
     let health = StoreHealth::default();
+    let on_own_thread = matches!(conn, WriteConnection::Sqlite(_));
     let writer = Writer {
         conn,
         max_batch,
@@ -121,8 +141,23 @@ pub(super) fn start(
         health: health.clone(),
         log: FailureLog::default(),
     };
-    let handle = tokio::spawn(writer.run(jobs, stop.clone()));
-    (EventWriter { queue, health }, WriterTask { stop, handle })
+    let run = writer.run(jobs, stop.clone());
+    let running = if on_own_thread {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        let (done, ended) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("voltd-writer".into())
+            .spawn(move || {
+                runtime.block_on(run);
+                let _ = done.send(());
+            })?;
+        Running::Thread(ended)
+    } else {
+        Running::Task(tokio::spawn(run))
+    };
+    Ok((EventWriter { queue, health }, WriterTask { stop, running }))
 }
 
 /// While the store fails, a small commit of the writer's own tells when it works again, so
@@ -244,7 +279,7 @@ impl Writer {
             }
             Err(e) => e,
         };
-        if is_store_failure(&batch_error) {
+        if batch_error.is_store_failure() {
             self.store_failed(&batch_error);
             if let Some(held_back) = self.log.batches.permit() {
                 tracing::error!(
@@ -286,7 +321,7 @@ impl Writer {
                     Ok(outcomes.remove(0))
                 }
                 Err(e) => {
-                    if is_store_failure(&e) {
+                    if e.is_store_failure() {
                         store_failing = true;
                         self.store_failed(&e);
                     }
@@ -314,7 +349,7 @@ impl Writer {
         }
     }
 
-    fn store_failed(&self, error: &sqlx::Error) {
+    fn store_failed(&self, error: &CommitError) {
         let reason = ErrorChain(error).to_string();
         let started_failing = self.health.failed(reason);
         if let Some(held_back) = self.log.changes.permit() {
@@ -348,34 +383,34 @@ impl WriteConnection {
         events: &[&NewEvent],
         keys: &[Option<String>],
         rows: &[usize],
-    ) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+    ) -> Result<Vec<StoreOutcome>, CommitError> {
         match self {
-            Self::Sqlite(writer) => writer.store_distinct(events, keys, rows).await,
-            Self::Postgres(writer) => writer.store_distinct(events, keys, rows).await,
+            Self::Sqlite(writer) => writer.store_distinct(events, keys, rows),
+            Self::Postgres(writer) => Ok(writer.store_distinct(events, keys, rows).await?),
         }
     }
 
     /// A commit that changes nothing, to learn whether the database takes writes.
-    pub(super) async fn probe(&mut self) -> Result<(), sqlx::Error> {
+    pub(super) async fn probe(&mut self) -> Result<(), CommitError> {
         match self {
-            Self::Sqlite(writer) => writer.probe().await,
-            Self::Postgres(writer) => writer.probe().await,
+            Self::Sqlite(writer) => writer.probe(),
+            Self::Postgres(writer) => Ok(writer.probe().await?),
         }
     }
 
     /// Whether the connection still answers, without writing. An SQLite file has no
     /// connection to lose; its failures show in commits.
-    async fn check(&mut self) -> Result<(), sqlx::Error> {
+    async fn check(&mut self) -> Result<(), CommitError> {
         match self {
             Self::Sqlite(_) => Ok(()),
-            Self::Postgres(writer) => writer.check().await,
+            Self::Postgres(writer) => Ok(writer.check().await?),
         }
     }
 
-    async fn close(self) -> Result<(), sqlx::Error> {
+    async fn close(self) -> Result<(), CommitError> {
         match self {
-            Self::Sqlite(writer) => writer.close().await,
-            Self::Postgres(writer) => writer.close().await,
+            Self::Sqlite(writer) => writer.close(),
+            Self::Postgres(writer) => Ok(writer.close().await?),
         }
     }
 }
@@ -387,7 +422,7 @@ impl WriteConnection {
 async fn insert(
     conn: &mut WriteConnection,
     events: &[&NewEvent],
-) -> Result<Vec<StoreOutcome>, sqlx::Error> {
+) -> Result<Vec<StoreOutcome>, CommitError> {
     let keys: Vec<Option<String>> = events.iter().map(|e| e.dedup_key()).collect();
     let mut first_position: HashMap<&str, usize> = HashMap::new();
     let mut distinct: Vec<usize> = Vec::with_capacity(events.len());
@@ -406,7 +441,7 @@ async fn insert(
     }
     let stored = conn.store_distinct(events, &keys, &distinct).await?;
     if stored.len() != distinct.len() {
-        return Err(sqlx::Error::Protocol("an event got no outcome".into()));
+        return Err(CommitError::NoOutcome);
     }
     Ok(places
         .into_iter()
@@ -449,7 +484,7 @@ mod tests {
     async fn connection(db: &TestDb) -> WriteConnection {
         match &db.store.pool {
             Pool::Sqlite(pool) => {
-                WriteConnection::Sqlite(sqlite::writer(pool, DEDUP_WINDOW).await.unwrap())
+                WriteConnection::Sqlite(sqlite::writer(pool, "test", DEDUP_WINDOW).await.unwrap())
             }
             Pool::Postgres(pool) => {
                 WriteConnection::Postgres(postgres::writer(pool).await.unwrap())
@@ -506,11 +541,12 @@ mod tests {
         db.finish().await;
     }
 
-    test_each_backend!(a_batch_larger_than_one_statement_is_stored_whole);
-    async fn a_batch_larger_than_one_statement_is_stored_whole(backend: Backend) {
+    test_each_backend!(a_large_batch_is_stored_whole);
+    async fn a_large_batch_is_stored_whole(backend: Backend) {
         let db = TestDb::new(backend).await;
         let mut conn = connection(&db).await;
-        let count = sqlite::MAX_ROWS_PER_STATEMENT * 2 + 3;
+        // Twice the default batch and more; every other event without a message id.
+        let count = 1_027;
         let events: Vec<NewEvent> = (0..count)
             .map(|i| {
                 event(
