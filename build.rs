@@ -26,6 +26,9 @@ mod args;
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo::rerun-if-changed=src/cli/args.rs");
+    // `sqlx::migrate!` embeds the migrations when voltd compiles; a build script that lists
+    // them makes cargo compile voltd again when one is added or changed (as sqlx advises).
+    println!("cargo::rerun-if-changed=migrations");
     let profile_dir = profile_dir()?;
     let man_dir = profile_dir.join("man");
     let completions_dir = profile_dir.join("completions");
