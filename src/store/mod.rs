@@ -1,9 +1,9 @@
 //! Durable storage of events, in SQLite (one instance, the default) or PostgreSQL (shared by
 //! several instances).
 //!
-//! Reads go through a small connection pool; all event writes go through one writer task
-//! (`writer.rs`) that commits whatever has queued as one transaction, so one fsync covers many
-//! events without delaying a lone one.
+//! Reads go through a small connection pool; all event writes go through one writer
+//! (`writer.rs`; a thread of its own on SQLite, a task on PostgreSQL) that commits whatever
+//! has queued as one transaction, so one fsync covers many events without delaying a lone one.
 
 mod backend;
 mod coordination;
@@ -253,7 +253,7 @@ impl Store {
         Ok(())
     }
 
-    /// Start the single writer task. Events are submitted through the returned handle.
+    /// Start the single writer. Events are submitted through the returned handle.
     ///
     /// On SQLite, a repeat of an event received within `dedup_window` is a duplicate (the
     /// writer reads the window's keys first); PostgreSQL's unique index has no window.

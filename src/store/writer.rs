@@ -111,7 +111,7 @@ impl WriterTask {
         };
         match ended {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "Store writer task failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "Store writer failed"),
             Err(_) => tracing::error!(
                 "The store did not finish committing within {} s; stopping without it \
                  (the events still queued were not acknowledged)",
