@@ -78,6 +78,16 @@ pub struct NatsTarget {
     /// A `.creds` file (a user JWT and its NKey seed), for servers that use decentralised
     /// authentication.
     pub credentials_file: Option<PathBuf>,
+    /// For servers that verify their clients' certificates (mutual TLS).
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// A client certificate and its private key, both PEM files, read where they are used (see
+/// `forward::files`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// `type = "amqp"`: each event is published to a RabbitMQ (AMQP 0-9-1) exchange, persistent,
@@ -261,6 +271,10 @@ struct SinkEntry {
     ca_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     credentials_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_key_file: Option<PathBuf>,
     #[serde(
         rename = "timeout_secs",
         default = "default_timeout",
@@ -346,6 +360,8 @@ impl SinkEntry {
             ("routing_key", AMQP, self.routing_key.is_some()),
             ("ca_file", BROKERS, self.ca_file.is_some()),
             ("credentials_file", NATS, self.credentials_file.is_some()),
+            ("client_cert_file", NATS, self.client_cert_file.is_some()),
+            ("client_key_file", NATS, self.client_key_file.is_some()),
         ]
         .into_iter()
         .filter(|(_, _, set)| *set)
@@ -449,6 +465,20 @@ impl TryFrom<SinkEntry> for ForwardSettings {
                     })?,
                 tls,
                 credentials_file: entry.credentials_file,
+                client_certificate: match (entry.client_cert_file, entry.client_key_file) {
+                    (Some(cert_file), Some(key_file)) => Some(ClientCertificate {
+                        cert_file,
+                        key_file,
+                    }),
+                    (None, None) => None,
+                    _ => {
+                        return Err(error(
+                            "client_cert_file and client_key_file go together: set both for a \
+                             client certificate, or neither"
+                                .to_owned(),
+                        ));
+                    }
+                },
             }),
             SinkType::Amqp => Target::Amqp(AmqpTarget {
                 url: url
@@ -496,6 +526,8 @@ impl From<ForwardSettings> for SinkEntry {
             routing_key: None,
             ca_file: None,
             credentials_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             timeout: sink.timeout,
             max_concurrency: Some(sink.max_concurrency),
             event_types: sink.filter.event_types,
@@ -526,6 +558,10 @@ impl From<ForwardSettings> for SinkEntry {
                 entry.subject = Some(nats.subject);
                 entry.ca_file = nats.tls.ca_file;
                 entry.credentials_file = nats.credentials_file;
+                if let Some(certificate) = nats.client_certificate {
+                    entry.client_cert_file = Some(certificate.cert_file);
+                    entry.client_key_file = Some(certificate.key_file);
+                }
             }
             Target::Amqp(amqp) => {
                 entry.url = Some(amqp.url);
@@ -760,7 +796,11 @@ mod tests {
         // Loading reads neither file (see forward::files), so they need not exist.
         let (ca, creds) = ("/etc/voltd/broker-ca.pem", "/etc/voltd/voltd.creds");
         let mut forward = String::new();
-        let nats_extra = format!("subject = \"s\"\ncredentials_file = \"{creds}\"");
+        let nats_extra = format!(
+            "subject = \"s\"\ncredentials_file = \"{creds}\"\n\
+             client_cert_file = \"/etc/voltd/client.pem\"\n\
+             client_key_file = \"/etc/voltd/client-key.pem\""
+        );
         for (name, kind, url, extra) in [
             ("r", "redis", "rediss://:pw@broker:6380/0", "stream = \"s\""),
             ("n", "nats", "tls://broker:4222", nats_extra.as_str()),
@@ -787,6 +827,13 @@ mod tests {
             target.credentials_file.as_deref(),
             Some(std::path::Path::new(creds))
         );
+        assert_eq!(
+            target.client_certificate,
+            Some(ClientCertificate {
+                cert_file: "/etc/voltd/client.pem".into(),
+                key_file: "/etc/voltd/client-key.pem".into(),
+            })
+        );
         for sink in [redis, nats, amqp] {
             let shown = toml::to_string(&SinkEntry::from(sink.clone())).unwrap();
             assert!(shown.contains(&format!("ca_file = \"{ca}\"")), "{shown}");
@@ -799,7 +846,29 @@ mod tests {
             .collect();
         let again = format!("[[forward]]\n{}", shown.join("[[forward]]\n"));
         assert!(again.contains("credentials_file"), "{again}");
-        assert!(load(&again).is_ok(), "{again}");
+        assert!(again.contains("client_key_file"), "{again}");
+        let reloaded = load(&again).unwrap();
+        let Target::Nats(reloaded) = &reloaded.forward[1].target else {
+            panic!("{again}");
+        };
+        assert_eq!(reloaded.client_certificate, target.client_certificate);
+    }
+
+    #[test]
+    fn a_client_certificate_takes_both_files_and_only_nats_takes_one() {
+        let nats = "[[forward]]\nname = \"n\"\ntype = \"nats\"\nurl = \"tls://b:4222\"\n\
+                    subject = \"s\"\n";
+        let error = load(&format!("{nats}client_cert_file = \"/c.pem\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("client_cert_file and client_key_file go together"),
+            "{error}"
+        );
+        let redis = "[[forward]]\nname = \"r\"\ntype = \"redis\"\nurl = \"rediss://b/\"\n\
+                     stream = \"s\"\nclient_cert_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"\n";
+        let error = load(redis).unwrap_err().to_string();
+        assert!(error.contains("client_cert_file"), "{error}");
     }
 
     #[test]

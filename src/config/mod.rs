@@ -27,8 +27,9 @@ mod verify;
 pub use admin::AdminSettings;
 pub use api::{ApiSettings, RegisterMode};
 pub use forward::{
-    AmqpTarget, BrokerTls, CommandTarget, Direction, ForwardSettings, HttpTarget, NatsTarget,
-    RedisTarget, RetrySettings, SinkFilter, SinkType, Target, origin, url_without_secrets,
+    AmqpTarget, BrokerTls, ClientCertificate, CommandTarget, Direction, ForwardSettings,
+    HttpTarget, NatsTarget, RedisTarget, RetrySettings, SinkFilter, SinkType, Target, origin,
+    url_without_secrets,
 };
 pub use log::{LogFormat, LogLevel, LogSettings};
 pub use server::{ServerSettings, TlsFiles};

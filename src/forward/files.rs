@@ -1,9 +1,10 @@
-//! The files a broker sink names: its `ca_file`, and a NATS sink's `credentials_file`. Like
+//! The files a broker sink names: its `ca_file`, and a NATS sink's `credentials_file` and
+//! client certificate. Like
 //! the token and Volt's public key, they are read where they are used, and checked before
 //! voltd starts (and by `check-config`), so that a wrong path stops it with exit code 78
 //! rather than failing every delivery.
 
-use crate::config::{BrokerTls, ForwardSettings, Target};
+use crate::config::{BrokerTls, ClientCertificate, ForwardSettings, Target};
 
 /// A sink's file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -20,13 +21,20 @@ pub fn check_files(sinks: &[ForwardSettings]) -> Result<(), SinkFileError> {
             sink: sink.name.clone(),
             problem,
         };
-        let (tls, credentials) = match &sink.target {
-            Target::Redis(target) => (&target.tls, None),
-            Target::Nats(target) => (&target.tls, target.credentials_file.as_ref()),
-            Target::Amqp(target) => (&target.tls, None),
+        let (tls, credentials, client) = match &sink.target {
+            Target::Redis(target) => (&target.tls, None, None),
+            Target::Nats(target) => (
+                &target.tls,
+                target.credentials_file.as_ref(),
+                target.client_certificate.as_ref(),
+            ),
+            Target::Amqp(target) => (&target.tls, None, None),
             Target::Http(_) | Target::Command(_) => continue,
         };
         ca_pem(tls).map_err(failed)?;
+        if let Some(client) = client {
+            check_client_certificate(client).map_err(failed)?;
+        }
         if let Some(path) = credentials {
             std::fs::read(path).map_err(|e| {
                 failed(format!(
@@ -36,6 +44,39 @@ pub fn check_files(sinks: &[ForwardSettings]) -> Result<(), SinkFileError> {
             })?;
         }
     }
+    Ok(())
+}
+
+/// The client certificate's files hold a certificate and a private key, as PEM.
+fn check_client_certificate(client: &ClientCertificate) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let cert = &client.cert_file;
+    let first = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read client_cert_file {}: {e}", cert.display()))?
+        .next();
+    match first {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            return Err(format!(
+                "client_cert_file {} is not a PEM certificate: {e}",
+                cert.display()
+            ));
+        }
+        None => {
+            return Err(format!(
+                "client_cert_file {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+                cert.display()
+            ));
+        }
+    }
+    let key = &client.key_file;
+    PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        format!(
+            "client_key_file {} holds no PEM private key ({e}; expected -----BEGIN PRIVATE \
+             KEY-----, or an RSA or EC one)",
+            key.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -92,6 +133,12 @@ mod tests {
                  credentials_file = \"/nonexistent/voltd.creds\"\n",
                 "[[forward]] sink \"n\": cannot read credentials_file /nonexistent/voltd.creds",
             ),
+            (
+                "name = \"n\"\ntype = \"nats\"\nurl = \"tls://x:4222\"\nsubject = \"s\"\n\
+                 client_cert_file = \"/nonexistent/client.pem\"\n\
+                 client_key_file = \"/dev/null\"\n",
+                "[[forward]] sink \"n\": cannot read client_cert_file /nonexistent/client.pem",
+            ),
         ] {
             let error = check_files(&sinks(forward)).unwrap_err().to_string();
             assert!(error.starts_with(expected), "{error}");
@@ -114,5 +161,34 @@ mod tests {
             ca_file: Some(ca_file),
         };
         assert_eq!(ca_pem(&tls).unwrap(), Some(certificate.cert.pem()));
+    }
+
+    #[test]
+    fn a_client_certificate_needs_a_certificate_and_a_private_key() {
+        let authority = crate::testing::certificates::TestAuthority::generate();
+        let client = authority.client();
+        let nats = |cert: &std::path::Path, key: &std::path::Path| {
+            format!(
+                "name = \"n\"\ntype = \"nats\"\nurl = \"tls://x:4222\"\nsubject = \"s\"\n\
+                 client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+                cert.display(),
+                key.display()
+            )
+        };
+        check_files(&sinks(&nats(&client.cert_file, &client.key_file))).unwrap();
+        let swapped = check_files(&sinks(&nats(&client.key_file, &client.cert_file)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            swapped.contains("client_cert_file") && swapped.contains("holds no certificate"),
+            "{swapped}"
+        );
+        let no_key = check_files(&sinks(&nats(&client.cert_file, &client.cert_file)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            no_key.contains("client_key_file") && no_key.contains("holds no PEM private key"),
+            "{no_key}"
+        );
     }
 }

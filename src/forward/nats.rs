@@ -34,6 +34,10 @@ pub(super) async fn connect(
     if let Some(path) = &target.tls.ca_file {
         options = options.add_root_certificates(path.clone());
     }
+    if let Some(certificate) = &target.client_certificate {
+        options = options
+            .add_client_certificate(certificate.cert_file.clone(), certificate.key_file.clone());
+    }
     let client = options
         .name("voltd")
         .connection_timeout(timeout)
@@ -101,9 +105,11 @@ fn headers(event: &StoredEvent) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ClientCertificate;
     use crate::forward::sink::sample_event;
     use crate::testing::brokers::Broker;
-    use crate::testing::nats::TestNatsStream;
+    use crate::testing::certificates::TestAuthority;
+    use crate::testing::nats::{PrivateNats, ServerTls, TestNatsStream};
 
     /// The sinks' sample event, its `to` number carrying a line break that must not become
     /// a header of its own.
@@ -166,6 +172,7 @@ mod tests {
             subject: "volt.events".into(),
             tls: crate::config::BrokerTls::default(),
             credentials_file: None,
+            client_certificate: None,
         };
         let context = connect(&target, Duration::from_secs(1)).await.unwrap();
         let error = publish(&context, &target, &event(1)).await.unwrap_err();
@@ -175,5 +182,61 @@ mod tests {
             origin(&target.url)
         );
         assert!(text.starts_with(&expected), "{text}");
+    }
+
+    /// Publishing one event to `target` succeeds or fails within a short timeout.
+    async fn publish_one(target: &NatsTarget) -> Result<(), DeliveryError> {
+        let context = connect(target, Duration::from_secs(2)).await?;
+        publish(&context, target, &event(7)).await
+    }
+
+    #[actix_web::test]
+    async fn a_server_that_requires_tls_is_reached_with_its_ca_file() {
+        crate::skip_unless_broker!(Broker::Nats);
+        let authority = TestAuthority::generate();
+        let nats = PrivateNats::start_tls(&ServerTls::Required(&authority.server()));
+        let trusting =
+            async_nats::ConnectOptions::new().add_root_certificates(authority.ca_file.clone());
+        let stream = TestNatsStream::on_with(nats.url(), trusting).await;
+
+        let untrusting = stream.target();
+        let error = publish_one(&untrusting).await.unwrap_err();
+        assert!(
+            error.last_error("bus").contains("failed"),
+            "{}",
+            error.last_error("bus")
+        );
+
+        let mut target = stream.target();
+        target.tls.ca_file = Some(authority.ca_file.clone());
+        publish_one(&target).await.unwrap();
+        let messages = stream.messages().await;
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].body, event(7).body);
+    }
+
+    #[actix_web::test]
+    async fn a_server_that_verifies_clients_takes_the_sinks_client_certificate() {
+        crate::skip_unless_broker!(Broker::Nats);
+        let authority = TestAuthority::generate();
+        let server = authority.server();
+        let client = authority.client();
+        let nats = PrivateNats::start_tls(&ServerTls::ClientsVerified(&server, &authority));
+        let own = async_nats::ConnectOptions::new()
+            .add_root_certificates(authority.ca_file.clone())
+            .add_client_certificate(client.cert_file.clone(), client.key_file.clone());
+        let stream = TestNatsStream::on_with(nats.url(), own).await;
+        let mut target = stream.target();
+        target.tls.ca_file = Some(authority.ca_file.clone());
+
+        publish_one(&target).await.unwrap_err();
+        assert!(stream.messages().await.is_empty());
+
+        target.client_certificate = Some(ClientCertificate {
+            cert_file: client.cert_file.clone(),
+            key_file: client.key_file.clone(),
+        });
+        publish_one(&target).await.unwrap();
+        assert_eq!(stream.messages().await.len(), 1);
     }
 }

@@ -12,6 +12,7 @@
 pub mod amqp;
 pub mod brokers;
 pub mod browser;
+pub mod certificates;
 pub mod encoding;
 pub mod nats;
 pub mod postgres;

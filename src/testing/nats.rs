@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, stream};
 use url::Url;
 
 use super::brokers::{Broker, free_port, wait_until_listening};
+use super::certificates::{CertifiedKey, TestAuthority};
 use crate::config::NatsTarget;
 
 pub struct TestNatsStream {
@@ -40,8 +41,14 @@ impl TestNatsStream {
 
     /// Creates the stream on the server at `url`.
     pub async fn on(url: Url) -> Self {
+        Self::on_with(url, async_nats::ConnectOptions::new()).await
+    }
+
+    /// Creates the stream on the server at `url`, connecting with `options` (for TLS).
+    pub async fn on_with(url: Url, options: async_nats::ConnectOptions) -> Self {
         let suffix = format!("{:016x}", rand::random::<u64>());
-        let client = async_nats::connect(url.as_str())
+        let client = options
+            .connect(url.as_str())
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
         let context = jetstream::new(client);
@@ -78,6 +85,7 @@ impl TestNatsStream {
             subject: self.subject.clone(),
             tls: crate::config::BrokerTls::default(),
             credentials_file: None,
+            client_certificate: None,
         }
     }
 
@@ -88,6 +96,7 @@ impl TestNatsStream {
             subject: format!("{}-uncaptured", self.subject),
             tls: crate::config::BrokerTls::default(),
             credentials_file: None,
+            client_certificate: None,
         }
     }
 
@@ -131,17 +140,56 @@ impl TestNatsStream {
 pub struct PrivateNats {
     port: u16,
     store: PathBuf,
+    /// The server's TLS options, if it has any.
+    tls: Vec<String>,
     server: Option<Child>,
+}
+
+/// What a private server asks of TLS.
+pub enum ServerTls<'a> {
+    /// TLS with this certificate, required of every client.
+    Required(&'a CertifiedKey),
+    /// The same, and every client must show a certificate signed by this authority.
+    ClientsVerified(&'a CertifiedKey, &'a TestAuthority),
 }
 
 impl PrivateNats {
     /// Panics when `nats-server` cannot be started: the tests that use one run only where
     /// the NATS tests run, and CI installs it.
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    /// A server that speaks only TLS, as `tls` says.
+    pub fn start_tls(tls: &ServerTls) -> Self {
+        let path = |path: &PathBuf| path.display().to_string();
+        let (server, authority) = match tls {
+            ServerTls::Required(server) => (server, None),
+            ServerTls::ClientsVerified(server, authority) => (server, Some(authority)),
+        };
+        let mut options = vec![
+            "--tls".to_owned(),
+            "--tlscert".to_owned(),
+            path(&server.cert_file),
+            "--tlskey".to_owned(),
+            path(&server.key_file),
+        ];
+        if let Some(authority) = authority {
+            options.extend([
+                "--tlsverify".to_owned(),
+                "--tlscacert".to_owned(),
+                path(&authority.ca_file),
+            ]);
+        }
+        Self::start_with(options)
+    }
+
+    fn start_with(tls: Vec<String>) -> Self {
         let port = free_port();
         let mut nats = Self {
             port,
             store: std::env::temp_dir().join(format!("voltd-test-nats-{port}")),
+            tls,
             server: None,
         };
         nats.resume();
@@ -173,6 +221,7 @@ impl PrivateNats {
                 "-sd",
             ])
             .arg(&self.store)
+            .args(&self.tls)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
