@@ -6,7 +6,10 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::event::{EventFields, without_bom};
 
@@ -15,28 +18,39 @@ const NESTED: [&str; 3] = ["payload", "data", "message"];
 
 /// Fields of a body, and whether the body was JSON at all.
 ///
-/// The body is parsed whole into a `serde_json::Value`, as `events list` parses it for
-/// `payload`, so the two agree on what is JSON. A serde visitor that skipped the values no
-/// field reads saved instructions in callgrind but nothing in events/s or in CPU time per
-/// event (bench/RESULTS.md, 2026-11-27), and was much harder to follow.
+/// The body is parsed whole by serde_json, through every value as a `serde_json::Value` would
+/// be, so extraction and `events list` (which parses the body into a `Value` for `payload`)
+/// agree on what is JSON. What it builds is lighter than a `Value`: strings stay borrowed
+/// from the body where they have no escapes, and an object is its members in a `Vec` rather
+/// than a map, which the few lookups here search from the end (a later duplicate key wins,
+/// as in a parsed object). That took extraction from about 6% of the daemon's CPU time to
+/// about 3% (bench/RESULTS.md). Rejected: a visitor that skips the values no field reads,
+/// which would accept bodies serde_json refuses, and was much harder to follow.
 pub fn extract(body: &[u8]) -> (EventFields, bool) {
     let body = without_bom(body);
-    let parsed = serde_json::from_slice::<Value>(body).or_else(|error| {
-        // One invalid UTF-8 sequence, or one escaped half of a surrogate pair (`\ud83d`
-        // alone), in any string makes serde_json refuse the whole body; read it with such
-        // parts replaced by U+FFFD (the stored body keeps them), so that the message id, and
-        // with it deduplication, is still found.
-        let text = String::from_utf8_lossy(body);
-        match without_lone_surrogates(&text) {
-            Some(repaired) => serde_json::from_str(&repaired),
-            None if matches!(text, Cow::Owned(_)) => serde_json::from_str(&text),
-            None => Err(error),
-        }
-    });
-    match parsed {
-        Ok(Value::Object(top)) => (fields_of(&top), true),
-        Ok(_) => (EventFields::default(), true),
+    if let Ok(parsed) = serde_json::from_slice::<Json>(body) {
+        return (fields_of_value(&parsed), true);
+    }
+    // One invalid UTF-8 sequence, or one escaped half of a surrogate pair (`\ud83d` alone),
+    // in any string makes serde_json refuse the whole body; read it with such parts replaced
+    // by U+FFFD (the stored body keeps them), so that the message id, and with it
+    // deduplication, is still found.
+    let text = String::from_utf8_lossy(body);
+    let repaired = match without_lone_surrogates(&text) {
+        Some(repaired) => Cow::Owned(repaired),
+        None if matches!(text, Cow::Owned(_)) => text,
+        None => return (EventFields::default(), false),
+    };
+    match serde_json::from_str::<Json>(&repaired) {
+        Ok(parsed) => (fields_of_value(&parsed), true),
         Err(_) => (EventFields::default(), false),
+    }
+}
+
+fn fields_of_value(parsed: &Json) -> EventFields {
+    match parsed {
+        Json::Object(top) => fields_of(top),
+        _ => EventFields::default(),
     }
 }
 
@@ -74,10 +88,13 @@ fn without_lone_surrogates(text: &str) -> Option<String> {
     Some(repaired)
 }
 
-fn fields_of(top: &Map<String, Value>) -> EventFields {
-    let mut scopes: Vec<&Map<String, Value>> = NESTED
+fn fields_of(top: &Members) -> EventFields {
+    let mut scopes: Vec<&Members> = NESTED
         .iter()
-        .filter_map(|key| top.get(*key).and_then(Value::as_object))
+        .filter_map(|key| match member(top, key) {
+            Some(Json::Object(scope)) => Some(scope),
+            _ => None,
+        })
         .collect();
     scopes.push(top);
     // The first value found, scope by scope, each scope trying the spellings in order.
@@ -85,15 +102,14 @@ fn fields_of(top: &Map<String, Value>) -> EventFields {
         scopes.iter().find_map(|scope| {
             spellings
                 .iter()
-                .find_map(|key| scope.get(*key).and_then(scalar))
+                .find_map(|key| member(scope, key).and_then(scalar))
         })
     };
     // `type` is also Volt's word for the channel ("SMS"), so it names the event only when
     // nothing else does and it reads like one.
     let event_type = find(&["event_type", "eventType"]).or_else(|| {
         scopes.iter().find_map(|scope| {
-            scope
-                .get("type")
+            member(scope, "type")
                 .and_then(scalar)
                 .filter(|t| looks_like_event_type(t))
         })
@@ -110,14 +126,120 @@ fn fields_of(top: &Map<String, Value>) -> EventFields {
     }
 }
 
+/// The value of `key` in an object; the last one when the key repeats, as in a parsed object.
+fn member<'j, 'a>(members: &'j Members<'a>, key: &str) -> Option<&'j Json<'a>> {
+    members
+        .iter()
+        .rev()
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value)
+}
+
 /// Strings as they are, numbers as `serde_json` prints them, booleans as words; empty
 /// strings, null, objects and arrays are not fields.
-fn scalar(value: &Value) -> Option<String> {
+fn scalar(value: &Json) -> Option<String> {
     match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Json::Text(s) if !s.is_empty() => Some(s.to_string()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
         _ => None,
+    }
+}
+
+/// A JSON value, as much of it as extraction reads.
+enum Json<'a> {
+    Text(Cow<'a, str>),
+    Number(serde_json::Number),
+    Bool(bool),
+    Object(Members<'a>),
+    /// Null, or an array (its elements parsed, then dropped).
+    Other,
+}
+
+/// An object's members in the order they came.
+type Members<'a> = Vec<(Cow<'a, str>, Json<'a>)>;
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(Json::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(Json::Number(value.into()))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(Json::Number(value.into()))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Json::Other, Json::Number))
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Json::Text(Cow::Borrowed(value)))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Json::Text(Cow::Owned(value.to_owned())))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Json::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+        while items.next_element::<Json>()?.is_some() {}
+        Ok(Json::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some((Key(name), value)) = entries.next_entry::<Key, Json>()? {
+            members.push((name, value));
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+/// An object's key, borrowed from the body when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Borrowed(value)))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(value.to_owned())))
     }
 }
 
