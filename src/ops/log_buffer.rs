@@ -30,6 +30,9 @@ type Output = Box<dyn Write + Send>;
 
 struct Shared {
     pending: Mutex<Pending>,
+    /// Bytes held before a logging thread writes them itself: [`MAX_BUFFERED`], or none when
+    /// there is no writing thread.
+    limit: usize,
     /// Signalled when lines arrive while the writing thread waits for some.
     arrived: Condvar,
     /// Held while taking the pending lines and writing them, so batches keep their order.
@@ -61,6 +64,7 @@ impl BufferedStderr {
     fn start(output: Output) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
+            limit: MAX_BUFFERED,
             arrived: Condvar::new(),
             output: Mutex::new(output),
         });
@@ -69,14 +73,21 @@ impl BufferedStderr {
             .name("voltd-log".into())
             .spawn(move || write_out_forever(&writer))
             .map(|_| Self(shared))
-            // Without the thread, lines are written by whoever logs them: still in order.
-            .unwrap_or_else(|_| Self(shared_without_thread()))
+            // Without the thread, each line is written by whoever logs it, as plain stderr.
+            .unwrap_or_else(|_| {
+                Self(Arc::new(Shared {
+                    pending: Mutex::new(Pending::default()),
+                    limit: 0,
+                    arrived: Condvar::new(),
+                    output: Mutex::new(Box::new(std::io::stderr())),
+                }))
+            })
     }
 
     fn append(&self, line: &[u8]) {
         let mut pending = lock(&self.0.pending);
         pending.lines.extend_from_slice(line);
-        let full = pending.lines.len() >= MAX_BUFFERED;
+        let full = pending.lines.len() >= self.0.limit;
         let wake = std::mem::take(&mut pending.idle);
         drop(pending);
         if wake {
@@ -86,15 +97,6 @@ impl BufferedStderr {
             write_pending(&self.0);
         }
     }
-}
-
-/// Used only when no thread can be started: every line finds the buffer full.
-fn shared_without_thread() -> Arc<Shared> {
-    Arc::new(Shared {
-        pending: Mutex::new(Pending::default()),
-        arrived: Condvar::new(),
-        output: Mutex::new(Box::new(std::io::stderr())),
-    })
 }
 
 /// Write out every line logged so far (by the installed buffer; nothing if there is none).
