@@ -268,20 +268,23 @@ impl Store {
         dedup_window: Duration,
         on_commit: CommitObserver,
     ) -> Result<(EventWriter, WriterTask), StoreError> {
-        let mut conn = match &self.pool {
+        let conn = match &self.pool {
+            // It commits its check on the blocking thread that opens it.
             Pool::Sqlite(pool) => writer::WriteConnection::Sqlite(
                 sqlite::writer(pool, &self.url, dedup_window).await?,
             ),
             Pool::Postgres(pool) => {
-                writer::WriteConnection::Postgres(postgres::writer(pool).await?)
+                let mut writer = postgres::writer(pool).await?;
+                writer
+                    .probe()
+                    .await
+                    .map_err(|source| StoreError::NotWritable {
+                        url: self.url.to_string(),
+                        source: source.into(),
+                    })?;
+                writer::WriteConnection::Postgres(writer)
             }
         };
-        conn.probe()
-            .await
-            .map_err(|source| StoreError::NotWritable {
-                url: self.url.to_string(),
-                source,
-            })?;
         writer::start(conn, queue_capacity, max_batch, on_commit).map_err(StoreError::Thread)
     }
 

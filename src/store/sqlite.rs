@@ -28,7 +28,7 @@ pub(super) async fn open(url: &str, create: bool) -> Result<SqlitePool, StoreErr
         .create_if_missing(create)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
+        .busy_timeout(BUSY_TIMEOUT)
         .disable_statement_logging();
     SqlitePoolOptions::new()
         .max_connections(4)
@@ -60,7 +60,8 @@ pub(super) struct SqliteWriter {
     _lock: Option<File>,
 }
 
-/// Open the event writer's connection and read the keys of the last `window` into its index.
+/// Open the event writer's connection, read the keys of the last `window` into its index and
+/// commit a first check ([`probe`]), all on a blocking thread rather than the runtime's.
 /// `url` names the store in errors.
 pub(super) async fn writer(
     pool: &SqlitePool,
@@ -75,19 +76,20 @@ pub(super) async fn writer(
 }
 
 fn open_writer(file: &Path, url: &str, window: Duration) -> Result<SqliteWriter, StoreError> {
-    let not_writable = |error: rusqlite::Error| StoreError::NotWritable {
+    let not_writable = |error: CommitError| StoreError::NotWritable {
         url: url.to_owned(),
-        source: error.into(),
+        source: error,
     };
     let conn = rusqlite::Connection::open_with_flags(
         file,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(not_writable)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(not_writable)?;
+    .map_err(|e| not_writable(e.into()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| not_writable(e.into()))?;
     // The pool made the file WAL already; FULL syncs the WAL at every commit.
     conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(not_writable)?;
+        .map_err(|e| not_writable(e.into()))?;
     let lock = lock_writer(conn.path().unwrap_or_default())?;
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     let started = Instant::now();
@@ -100,16 +102,18 @@ fn open_writer(file: &Path, url: &str, window: Duration) -> Result<SqliteWriter,
         window_days = window.num_days(),
         "Read the dedup keys of the events received within the dedup window"
     );
-    Ok(SqliteWriter {
+    let mut writer = SqliteWriter {
         conn,
         index,
         window,
         _lock: lock,
-    })
+    };
+    writer.probe().map_err(not_writable)?;
+    Ok(writer)
 }
 
-/// How long a statement waits for a lock another connection holds (the outbox, a CLI
-/// command) before it fails.
+/// How long a statement waits for a lock another connection holds (the event writer, the
+/// outbox, a CLI command) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Take the lock file beside the database, so that a second voltd on the same file stops at

@@ -391,7 +391,7 @@ impl WriteConnection {
     }
 
     /// A commit that changes nothing, to learn whether the database takes writes.
-    pub(super) async fn probe(&mut self) -> Result<(), CommitError> {
+    async fn probe(&mut self) -> Result<(), CommitError> {
         match self {
             Self::Sqlite(writer) => writer.probe(),
             Self::Postgres(writer) => Ok(writer.probe().await?),
