@@ -1,8 +1,11 @@
 //! The files a broker sink names: its `ca_file`, and a NATS sink's `credentials_file` and
-//! client certificate. Like
-//! the token and Volt's public key, they are read where they are used, and checked before
-//! voltd starts (and by `check-config`), so that a wrong path stops it with exit code 78
-//! rather than failing every delivery.
+//! client certificate. Like the token and Volt's public key, they are read where they are
+//! used, and checked before voltd starts (and by `check-config`), so that a wrong path stops
+//! it with exit code 78 rather than failing every delivery.
+
+use std::path::Path;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 
 use crate::config::{BrokerTls, ClientCertificate, ForwardSettings, Target};
 
@@ -49,26 +52,7 @@ pub fn check_files(sinks: &[ForwardSettings]) -> Result<(), SinkFileError> {
 
 /// The client certificate's files hold a certificate and a private key, as PEM.
 fn check_client_certificate(client: &ClientCertificate) -> Result<(), String> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
-    let cert = &client.cert_file;
-    let first = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("cannot read client_cert_file {}: {e}", cert.display()))?
-        .next();
-    match first {
-        Some(Ok(_)) => {}
-        Some(Err(e)) => {
-            return Err(format!(
-                "client_cert_file {} is not a PEM certificate: {e}",
-                cert.display()
-            ));
-        }
-        None => {
-            return Err(format!(
-                "client_cert_file {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
-                cert.display()
-            ));
-        }
-    }
+    pem_certificates("client_cert_file", &client.cert_file)?;
     let key = &client.key_file;
     PrivateKeyDer::from_pem_file(key).map_err(|e| {
         format!(
@@ -82,22 +66,26 @@ fn check_client_certificate(client: &ClientCertificate) -> Result<(), String> {
 
 /// The PEM text of the sink's `ca_file`, checked to hold at least one certificate.
 pub(super) fn ca_pem(tls: &BrokerTls) -> Result<Option<String>, String> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
-    let Some(path) = &tls.ca_file else {
-        return Ok(None);
-    };
+    tls.ca_file
+        .as_deref()
+        .map(|path| pem_certificates("ca_file", path))
+        .transpose()
+}
+
+/// The text of the file that setting `key` names, checked to be PEM certificates, at least one.
+fn pem_certificates(key: &str, path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+        .map_err(|e| format!("cannot read {key} {}: {e}", path.display()))?;
     let certificates = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("ca_file {} is not PEM certificates: {e}", path.display()))?;
+        .map_err(|e| format!("{key} {} is not PEM certificates: {e}", path.display()))?;
     if certificates.is_empty() {
         return Err(format!(
-            "ca_file {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+            "{key} {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
             path.display()
         ));
     }
-    Ok(Some(text))
+    Ok(text)
 }
 
 #[cfg(test)]
