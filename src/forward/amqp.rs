@@ -206,7 +206,8 @@ mod tests {
     use crate::forward::sink::sample_event as event;
     use crate::testing::amqp::TestQueue;
     use crate::testing::brokers::Broker;
-    use crate::testing::proxy::{TcpProxy, TestCertificate};
+    use crate::testing::certificates::TestAuthority;
+    use crate::testing::proxy::TcpProxy;
 
     #[actix_web::test]
     async fn each_event_is_one_persistent_message_with_its_body_and_metadata() {
@@ -277,11 +278,8 @@ mod tests {
     async fn amqps_checks_the_certificate_against_the_ca_file() {
         crate::skip_unless_broker!(Broker::RabbitMq);
         let queue = TestQueue::declare().await;
-        let certificate = TestCertificate::for_localhost();
-        let proxy = TcpProxy::start_tls(queue.url(), &certificate);
-        let dir = tempfile::tempdir().unwrap();
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, &certificate.pem).unwrap();
+        let authority = TestAuthority::generate();
+        let proxy = TcpProxy::start_tls(queue.url(), &authority.server());
         let mut target = queue.target();
         target.url = proxy.tls_url_for(queue.url(), "amqps");
 
@@ -293,7 +291,7 @@ mod tests {
             .last_error("bus");
         assert!(error.contains("certificate"), "{error}");
 
-        target.tls.ca_file = Some(ca_file);
+        target.tls.ca_file = Some(authority.ca_file.clone());
         Publisher::default()
             .publish(&target, Duration::from_secs(5), &event(2))
             .await

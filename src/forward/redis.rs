@@ -95,7 +95,8 @@ mod tests {
     use super::*;
     use crate::forward::sink::sample_event as event;
     use crate::testing::brokers::{Broker, TestStream};
-    use crate::testing::proxy::{TcpProxy, TestCertificate};
+    use crate::testing::certificates::TestAuthority;
+    use crate::testing::proxy::TcpProxy;
 
     #[actix_web::test]
     async fn each_event_is_one_entry_with_its_body_and_metadata() {
@@ -141,11 +142,8 @@ mod tests {
     async fn rediss_checks_the_certificate_against_the_ca_file() {
         crate::skip_unless_broker!(Broker::Redis);
         let stream = TestStream::new();
-        let certificate = TestCertificate::for_localhost();
-        let proxy = TcpProxy::start_tls(stream.url(), &certificate);
-        let dir = tempfile::tempdir().unwrap();
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, &certificate.pem).unwrap();
+        let authority = TestAuthority::generate();
+        let proxy = TcpProxy::start_tls(stream.url(), &authority.server());
         let mut target = stream.target(None);
         target.url = proxy.tls_url_for(stream.url(), "rediss");
 
@@ -155,7 +153,7 @@ mod tests {
         let text = error.last_error("bus");
         assert!(text.contains("certificate"), "{text}");
 
-        target.tls.ca_file = Some(ca_file);
+        target.tls.ca_file = Some(authority.ca_file.clone());
         let connection = connect(&target, Duration::from_secs(5)).unwrap();
         append(connection, &target, &event(2)).await.unwrap();
         let entries = stream.entries();

@@ -7,9 +7,9 @@
 //! server: the server keeps running, and the test's queue, read over a connection of its own
 //! that bypasses the proxy, keeps its messages.
 //!
-//! With [`TcpProxy::start_tls`] it also ends TLS for a plain server, with a certificate for
-//! `localhost` made for the test, so a sink's `rediss://` or `amqps://` URL can be tested
-//! against the shared Redis and RabbitMQ.
+//! With [`TcpProxy::start_tls`] it also ends TLS for a plain server, with a server
+//! certificate from a test's own [`TestAuthority`](super::certificates::TestAuthority), so a
+//! sink's `rediss://` or `amqps://` URL can be tested against the shared Redis and RabbitMQ.
 //!
 //! Down, the proxy closes every connection it carries and accepts new ones only to close them
 //! at once, so a client sees its connection end rather than hang. It keeps its port all the
@@ -23,33 +23,28 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use url::Url;
 
-/// A self-signed certificate for `localhost`, whose PEM a client trusts as its authority.
-pub struct TestCertificate {
-    pub pem: String,
-    acceptor: TlsAcceptor,
-}
+use super::certificates::CertifiedKey;
 
-impl TestCertificate {
-    pub fn for_localhost() -> Self {
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .expect("a certificate for localhost");
-        let key = PrivateKeyDer::try_from(made.signing_key.serialize_der()).expect("its key");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![made.cert.der().clone()], key)
-        .expect("a server configuration");
-        Self {
-            pem: made.cert.pem(),
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-        }
-    }
+/// What the proxy answers TLS with: the certificate and key of `files`.
+fn acceptor(files: &CertifiedKey) -> TlsAcceptor {
+    let chain = CertificateDer::pem_file_iter(&files.cert_file)
+        .and_then(Iterator::collect)
+        .expect("the test certificate");
+    let key = PrivateKeyDer::from_pem_file(&files.key_file).expect("the test certificate's key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("a server configuration");
+    TlsAcceptor::from(Arc::new(config))
 }
 
 pub struct TcpProxy {
@@ -69,8 +64,8 @@ impl TcpProxy {
     }
 
     /// As [`Self::start`], taking TLS with `certificate` and forwarding plain.
-    pub fn start_tls(server: &Url, certificate: &TestCertificate) -> Self {
-        Self::start_with(server, Some(certificate.acceptor.clone()))
+    pub fn start_tls(server: &Url, certificate: &CertifiedKey) -> Self {
+        Self::start_with(server, Some(acceptor(certificate)))
     }
 
     fn start_with(server: &Url, tls: Option<TlsAcceptor>) -> Self {
