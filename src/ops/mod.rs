@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod log_buffer;
+pub mod log_fields;
 pub mod metrics;
 pub mod systemd;
 pub mod telemetry;

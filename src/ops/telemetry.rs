@@ -20,6 +20,7 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use super::log_buffer::{self, BufferedStderr};
+use super::log_fields::PlainFields;
 use crate::config::LogFormat;
 use crate::log_limit::LogLimiterByKind;
 
@@ -74,7 +75,7 @@ where
         .with_writer(sink)
         .with_ansi(ansi);
     match format {
-        LogFormat::Text => Box::new(builder.finish().with(limit)),
+        LogFormat::Text => Box::new(builder.fmt_fields(PlainFields).finish().with(limit)),
         LogFormat::Json => Box::new(builder.json().flatten_event(true).finish().with(limit)),
     }
 }
