@@ -83,15 +83,26 @@ impl NewEvent {
     /// when the event carries a message id. Without an id two identical bodies are two
     /// genuine events (two "Yes" replies), so they must never be merged.
     pub fn dedup_key(&self) -> Option<String> {
+        const SEPARATOR: char = '\u{1f}';
         let message_id = self.fields.message_id.as_deref()?;
         let event_type = self.fields.event_type.as_deref().unwrap_or("");
-        let status_or_hash = match &self.fields.status {
-            Some(status) => format!("status:{status}"),
-            None => format!("sha256:{}", hex::encode(Sha256::digest(&self.body))),
-        };
-        Some(format!(
-            "{event_type}\u{1f}{message_id}\u{1f}{status_or_hash}"
-        ))
+        // Built in place: the writer makes one for every event of every batch.
+        let mut key = String::with_capacity(event_type.len() + message_id.len() + 80);
+        key.push_str(event_type);
+        key.push(SEPARATOR);
+        key.push_str(message_id);
+        key.push(SEPARATOR);
+        match &self.fields.status {
+            Some(status) => {
+                key.push_str("status:");
+                key.push_str(status);
+            }
+            None => {
+                key.push_str("sha256:");
+                key.push_str(&hex::encode(Sha256::digest(&self.body)));
+            }
+        }
+        Some(key)
     }
 }
 
