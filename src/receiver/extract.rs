@@ -156,6 +156,9 @@ enum Json<'a> {
     Other,
 }
 
+/// About how many members Volt's objects have.
+const MEMBERS_EXPECTED: usize = 16;
+
 /// An object's members in the order they came.
 type Members<'a> = Vec<(Cow<'a, str>, Json<'a>)>;
 
@@ -208,7 +211,8 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::new();
+        // Room for a Volt object's members at once, rather than growing to it.
+        let mut members = Vec::with_capacity(entries.size_hint().unwrap_or(MEMBERS_EXPECTED));
         while let Some((Key(name), value)) = entries.next_entry::<Key, Json>()? {
             members.push((name, value));
         }
