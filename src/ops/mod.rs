@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod log_buffer;
 pub mod log_fields;
+pub mod log_time;
 pub mod metrics;
 pub mod systemd;
 pub mod telemetry;

@@ -21,6 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use super::log_buffer::{self, BufferedStderr};
 use super::log_fields::PlainFields;
+use super::log_time::UtcMicros;
 use crate::config::LogFormat;
 use crate::log_limit::LogLimiterByKind;
 
@@ -71,6 +72,7 @@ where
     Sink: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
+        .with_timer(UtcMicros)
         .with_env_filter(filter)
         .with_writer(sink)
         .with_ansi(ansi);
