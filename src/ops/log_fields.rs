@@ -2,8 +2,9 @@
 //! without its cost for the common ones.
 //!
 //! Every stored event logs a line of eight fields. The default formatter writes each field
-//! through `format_args!` and `str`'s `Debug`, which escapes one character at a time: a
-//! fifth of the request path's instructions went there (bench/RESULTS.md). Here a string of
+//! through `format_args!` and `str`'s `Debug`, which escapes one character at a time; the
+//! line took a fifth of the HTTP workers' instructions per event, its fields most of that
+//! (bench/RESULTS.md). Here a string of
 //! printable ASCII without a quote or backslash, an integer and a bool are written directly:
 //! `Debug` would print them unchanged between quotes, or as they are. Everything else (the
 //! message, errors, `Debug` values, other strings, and every field on a terminal, where
