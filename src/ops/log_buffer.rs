@@ -39,6 +39,17 @@ struct Shared {
     output: Mutex<Output>,
 }
 
+impl Shared {
+    fn new(output: Output, limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            pending: Mutex::new(Pending::default()),
+            limit,
+            arrived: Condvar::new(),
+            output: Mutex::new(output),
+        })
+    }
+}
+
 #[derive(Default)]
 struct Pending {
     lines: Vec<u8>,
@@ -62,26 +73,14 @@ impl BufferedStderr {
     }
 
     fn start(output: Output) -> Self {
-        let shared = Arc::new(Shared {
-            pending: Mutex::new(Pending::default()),
-            limit: MAX_BUFFERED,
-            arrived: Condvar::new(),
-            output: Mutex::new(output),
-        });
+        let shared = Shared::new(output, MAX_BUFFERED);
         let writer = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("voltd-log".into())
             .spawn(move || write_out_forever(&writer))
             .map(|_| Self(shared))
             // Without the thread, each line is written by whoever logs it, as plain stderr.
-            .unwrap_or_else(|_| {
-                Self(Arc::new(Shared {
-                    pending: Mutex::new(Pending::default()),
-                    limit: 0,
-                    arrived: Condvar::new(),
-                    output: Mutex::new(Box::new(std::io::stderr())),
-                }))
-            })
+            .unwrap_or_else(|_| Self(Shared::new(Box::new(std::io::stderr()), 0)))
     }
 
     fn append(&self, line: &[u8]) {
